@@ -1,0 +1,71 @@
+"""pytest-northflank: real, remote Linux sandboxes for pytest.
+
+Importing this package is cheap: ``Sandbox`` and ``CommandResult`` are imported on first use,
+so ``pytest`` runs that never ask for a sandbox pay nothing for them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pytest_northflank.errors import (
+    ApiError,
+    ApiValidationError,
+    AuthenticationError,
+    CommandFailed,
+    CommandTimeout,
+    ConfigError,
+    ConflictError,
+    DeploymentFailed,
+    EmulatorError,
+    ExecError,
+    FileTransferError,
+    NorthflankError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProvisioningError,
+    RateLimitedError,
+    ReadyTimeout,
+    ServerError,
+    TransportError,
+    UnsafeArchiveError,
+)
+
+if TYPE_CHECKING:
+    from pytest_northflank.sandbox import CommandResult, Sandbox
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiError",
+    "ApiValidationError",
+    "AuthenticationError",
+    "CommandFailed",
+    "CommandResult",
+    "CommandTimeout",
+    "ConfigError",
+    "ConflictError",
+    "DeploymentFailed",
+    "EmulatorError",
+    "ExecError",
+    "FileTransferError",
+    "NorthflankError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProvisioningError",
+    "RateLimitedError",
+    "ReadyTimeout",
+    "Sandbox",
+    "ServerError",
+    "TransportError",
+    "UnsafeArchiveError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Sandbox", "CommandResult"):
+        from pytest_northflank import sandbox
+
+        return getattr(sandbox, name)
+    raise AttributeError(f"module 'pytest_northflank' has no attribute {name!r}")

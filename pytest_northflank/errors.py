@@ -1,0 +1,161 @@
+"""Every error this package raises derives from :class:`NorthflankError`.
+
+::
+
+    NorthflankError
+    ├── ConfigError                  a setting, marker or option has a bad value (names its source)
+    ├── ApiError                     the API answered with an error status
+    │   ├── AuthenticationError      401: token missing or wrong
+    │   ├── PermissionDeniedError    403: the token lacks a permission
+    │   ├── NotFoundError            404
+    │   ├── ConflictError            409: e.g. a service with that name exists
+    │   ├── ApiValidationError       400/422: the request body was refused; ``details`` says why
+    │   ├── RateLimitedError         429: the hourly quota is spent; ``reset_after`` seconds
+    │   └── ServerError              5xx
+    ├── TransportError               the API could not be reached, or the connection broke
+    ├── ExecError                    the exec WebSocket failed (error frame, no completion frame)
+    │   └── CommandTimeout           a command outlived its timeout (and was stopped)
+    ├── CommandFailed                ``CommandResult.check()`` on a non-zero exit code
+    ├── FileTransferError            upload/download failed (missing path, no tar, ...)
+    │   └── UnsafeArchiveError       an archive tried to write outside its target
+    ├── ProvisioningError            a sandbox did not become ready
+    │   ├── DeploymentFailed         the deployment status became FAILED
+    │   └── ReadyTimeout             not COMPLETED within the ready timeout
+    └── EmulatorError                the embedded emulator could not start or run a sandbox
+
+Messages never contain the API token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApiError",
+    "ApiValidationError",
+    "AuthenticationError",
+    "CommandFailed",
+    "CommandTimeout",
+    "ConfigError",
+    "ConflictError",
+    "DeploymentFailed",
+    "EmulatorError",
+    "ExecError",
+    "FileTransferError",
+    "NorthflankError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProvisioningError",
+    "RateLimitedError",
+    "ReadyTimeout",
+    "ServerError",
+    "TransportError",
+    "UnsafeArchiveError",
+]
+
+
+class NorthflankError(Exception):
+    """Root of every error raised by pytest-northflank."""
+
+
+class ConfigError(NorthflankError):
+    """A setting has a bad value; the message names where it came from."""
+
+
+class ApiError(NorthflankError):
+    """The Northflank API answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        method: str = "",
+        path: str = "",
+        error_id: str | None = None,
+        details: Any = None,
+    ) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.error_id = error_id
+        self.details = details
+        self.api_message = message
+        where = f" ({method} {path})" if method else ""
+        super().__init__(f"{status} {message}{where}")
+
+
+class AuthenticationError(ApiError):
+    """401: the API token is missing, wrong or expired."""
+
+
+class PermissionDeniedError(ApiError):
+    """403: the token lacks a permission; the message names it when the API does."""
+
+
+class NotFoundError(ApiError):
+    """404: the project, service or route does not exist."""
+
+
+class ConflictError(ApiError):
+    """409: the resource already exists (for example a service with that name)."""
+
+
+class ApiValidationError(ApiError):
+    """400 or 422: the API refused the request body; ``details`` holds its reasons."""
+
+
+class RateLimitedError(ApiError):
+    """429: the hourly request quota is spent; ``reset_after`` is seconds until it resets."""
+
+    def __init__(self, message: str, *, reset_after: float | None = None, **kw: Any) -> None:
+        self.reset_after = reset_after
+        super().__init__(message, **kw)
+
+
+class ServerError(ApiError):
+    """5xx: the API failed on its side."""
+
+
+class TransportError(NorthflankError):
+    """The API could not be reached, timed out, or the connection broke."""
+
+
+class ExecError(NorthflankError):
+    """The exec WebSocket failed: an error frame, a refused init, or no completion frame."""
+
+
+class CommandTimeout(ExecError):
+    """A command outlived its timeout; the remote process was stopped."""
+
+    def __init__(self, message: str, *, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(message)
+
+
+class CommandFailed(NorthflankError):
+    """``CommandResult.check()`` found a non-zero exit code."""
+
+
+class FileTransferError(NorthflankError):
+    """An upload or download failed; the message names the path and the reason."""
+
+
+class UnsafeArchiveError(FileTransferError):
+    """An archive member would land outside the target (absolute, ``..``, link, device)."""
+
+
+class ProvisioningError(NorthflankError):
+    """A sandbox could not be created or did not become ready."""
+
+
+class DeploymentFailed(ProvisioningError):
+    """The deployment status became FAILED."""
+
+
+class ReadyTimeout(ProvisioningError):
+    """The deployment did not reach COMPLETED within the ready timeout."""
+
+
+class EmulatorError(NorthflankError):
+    """The embedded emulator could not start, or could not run a sandbox."""

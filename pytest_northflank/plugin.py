@@ -1,0 +1,1 @@
+"""pytest entry point ``northflank``: options, markers and reports for Northflank sandboxes."""

@@ -1,0 +1,115 @@
+"""Who owns a service: the run id, the worker and the deadline, in the name and the description.
+
+Every service this tool creates is named ``nft-<run>-<worker>-<n>[-<hint>]`` and described as
+``pytest-northflank run=<run> worker=<worker> created=<iso> [deadline=<iso>]``, so both a person
+reading the dashboard and ``pytest-northflank reap`` can tell which run made it, and no cleanup
+ever touches a service another run (or a human) created.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+NAME_PREFIX = "nft"
+DESCRIPTION_PREFIX = "pytest-northflank"
+MAX_NAME_LENGTH = 54
+
+# The API's service name rule (contract section 2.2).
+SERVICE_NAME_RE = re.compile(r"^[a-zA-Z]((-|\s)?[a-zA-Z0-9]+((-|\s)[a-zA-Z0-9]+)*)?$")
+
+_RUN_ID_ALPHABET = string.ascii_lowercase + string.digits
+_DESCRIPTION_FIELD_RE = re.compile(r"(\w+)=(\S+)")
+
+
+def new_run_id() -> str:
+    """Six characters, a letter first: short enough for names, about 2 billion values."""
+    return secrets.choice(string.ascii_lowercase) + "".join(
+        secrets.choice(_RUN_ID_ALPHABET) for _ in range(5)
+    )
+
+
+def worker_tag(worker_id: str) -> str:
+    """``gw12`` -> ``w12``; the controller or a run without xdist -> ``m``."""
+    digits = worker_id.removeprefix("gw")
+    return f"w{digits}" if digits.isdigit() else "m"
+
+
+def slugify(text: str) -> str:
+    """Reduce any text (a test id, unicode included) to ``[a-z0-9]`` words joined by ``-``."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
+    return "-".join(words)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The owner of the services one process creates within a run."""
+
+    run_id: str
+    worker_id: str
+    deadline: datetime | None = None
+
+    def service_name(self, counter: int, hint: str = "") -> str:
+        """A valid, unique-within-the-run service name; ``hint`` (a test name) is cut to fit."""
+        base = f"{NAME_PREFIX}-{self.run_id}-{worker_tag(self.worker_id)}-{counter}"
+        room = MAX_NAME_LENGTH - len(base) - 1
+        slug = slugify(hint)[:room].strip("-") if room > 0 else ""
+        return f"{base}-{slug}" if slug else base
+
+    def description(self, created: datetime) -> str:
+        text = f"{DESCRIPTION_PREFIX} run={self.run_id} worker={self.worker_id}"
+        text += f" created={_iso(created)}"
+        if self.deadline is not None:
+            text += f" deadline={_iso(self.deadline)}"
+        return text
+
+    def owns(self, service_name: str) -> bool:
+        return service_name.startswith(f"{NAME_PREFIX}-{self.run_id}-")
+
+
+@dataclass(frozen=True)
+class ServiceOwner:
+    """Ownership read back from a service's description (see :func:`parse_description`)."""
+
+    run_id: str
+    worker_id: str
+    created: datetime | None
+    deadline: datetime | None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def parse_description(name: str, description: str | None) -> ServiceOwner | None:
+    """Return the owner of a service this tool created, or ``None`` for anybody else's.
+
+    Both marks must agree: the ``nft-<run>-`` name prefix and the description naming the same
+    run. A human who happens to use one of them does not make a service ours.
+    """
+    if not description or not description.startswith(DESCRIPTION_PREFIX + " "):
+        return None
+    fields = dict(_DESCRIPTION_FIELD_RE.findall(description))
+    run_id = fields.get("run")
+    if not run_id or not name.startswith(f"{NAME_PREFIX}-{run_id}-"):
+        return None
+    return ServiceOwner(
+        run_id=run_id,
+        worker_id=fields.get("worker", "?"),
+        created=_parse_time(fields.get("created")),
+        deadline=_parse_time(fields.get("deadline")),
+    )

@@ -1,0 +1,229 @@
+"""The fixtures, in layers a conftest.py can override one at a time::
+
+    nf_settings -> nf_client -> nf_provisioner -> nf_sandbox_factory -> nf_sandbox
+                                                                     -> nf_sandbox_session
+
+This module is imported when the plugin loads, so it imports nothing heavy at the top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.plugin import PluginState
+    from pytest_northflank.provisioning import Provisioner
+    from pytest_northflank.sandbox import Sandbox
+    from pytest_northflank.settings import KeepMode, SandboxOverrides, Settings
+
+
+def _state(config: pytest.Config) -> PluginState:
+    from pytest_northflank.plugin import get_state
+
+    return get_state(config)
+
+
+@pytest.fixture(scope="session")
+def nf_settings(pytestconfig: pytest.Config) -> Settings:
+    """The pytest-northflank settings of this run (options ``--nf-*``, environment, ini ``nf_*``).
+
+    Override it in ``conftest.py`` to change settings for a whole suite, e.g.::
+
+        @pytest.fixture(scope="session")
+        def nf_settings(nf_settings):
+            return nf_settings.model_copy(update={"image": "python:3.12-slim"})
+    """
+    return _state(pytestconfig).require_settings()
+
+
+@pytest.fixture(scope="session")
+def nf_client(nf_settings: Settings, pytestconfig: pytest.Config) -> Iterator[NorthflankClient]:
+    """The Northflank API client (``NorthflankClient``) of this session.
+
+    Talks to Northflank when a token is set, otherwise to the embedded emulator (started on
+    first use). For what sandboxes don't cover::
+
+        def test_project_is_there(nf_client, nf_settings):
+            assert nf_settings.project_in_use in [p.id for p in nf_client.list_projects()]
+    """
+    from pytest_northflank.provisioning import open_client
+
+    state = _state(pytestconfig)
+    client = open_client(state, nf_settings)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def nf_provisioner(
+    nf_client: NorthflankClient, nf_settings: Settings, pytestconfig: pytest.Config
+) -> Iterator[Provisioner]:
+    """Creates a sandbox (a deployment service), waits until it is ready, and deletes it.
+
+    Used by the sandbox fixtures; override it to change how sandboxes are provisioned. At the
+    end of the session it deletes any sandbox of its own that no scope deleted.
+    """
+    from pytest_northflank.provisioning import Provisioner
+
+    provisioner = Provisioner.for_session(_state(pytestconfig), nf_client, nf_settings)
+    try:
+        yield provisioner
+    finally:
+        provisioner.release_leftovers()
+
+
+class SandboxFactory:
+    """Makes ready sandboxes on demand; see the ``nf_sandbox_factory`` fixture."""
+
+    def __init__(self, state: PluginState, provisioner: Provisioner, settings: Settings) -> None:
+        self._state = state
+        self._provisioner = provisioner
+        self._settings = settings
+
+    def __call__(
+        self,
+        *,
+        image: str | None = None,
+        plan: str | None = None,
+        env: Mapping[str, str] | None = None,
+        tags: Sequence[str] | str | None = None,
+        command: str | None = None,
+        ready_timeout: float | None = None,
+        keep: KeepMode | None = None,
+    ) -> Sandbox:
+        """A new ready sandbox, deleted when the fixture or test that asked for it finishes.
+
+        Keywords left out come from the settings (``--nf-image``, ``--nf-plan``, ...).
+        """
+        from pytest_northflank.settings import overrides_from
+
+        given = {
+            "image": image,
+            "plan": plan,
+            "env": env,
+            "tags": tags,
+            "command": command,
+            "ready_timeout": ready_timeout,
+            "keep": keep,
+        }
+        context = self._context_name()
+        overrides = overrides_from(
+            {name: value for name, value in given.items() if value is not None},
+            f"nf_sandbox_factory(...) in {context}",
+        )
+        return self.create(overrides, hint=self._hint())
+
+    def create(self, overrides: SandboxOverrides | None, *, hint: str) -> Sandbox:
+        """Provision with ``overrides`` on top of the settings, bound to the active scope."""
+        from pytest_northflank.settings import apply_overrides
+
+        options = self._settings.sandbox_options()
+        if overrides is not None:
+            options = apply_overrides(options, overrides)
+        state = self._state
+        sandbox = self._provisioner.provision(
+            options, hint=hint, current_test=lambda: state.current_test
+        )
+        state.sandboxes.append(sandbox)
+        self._bind_to_scope(sandbox)
+        return sandbox
+
+    def release(self, sandbox: Sandbox) -> None:
+        """Delete ``sandbox``, or keep it if its keep mode says so."""
+        self._provisioner.release(sandbox)
+
+    def _bind_to_scope(self, sandbox: Sandbox) -> None:
+        finalizer = lambda: self.release(sandbox)  # noqa: E731
+        stack = self._state.fixture_stack
+        if stack:
+            stack[-1].fixturedef.addfinalizer(finalizer)
+        elif self._state.current_item is not None:
+            self._state.current_item.addfinalizer(finalizer)
+        # Otherwise (a thread outliving its test, a teardown): the end of the session deletes it.
+
+    def _context_name(self) -> str:
+        stack = self._state.fixture_stack
+        if stack:
+            return f"fixture {stack[-1].fixturedef.argname!r}"
+        return self._state.current_test or "the session"
+
+    def _hint(self) -> str:
+        stack = self._state.fixture_stack
+        if stack and stack[-1].fixturedef.scope != "function":
+            return stack[-1].fixturedef.argname
+        item = self._state.current_item
+        return item.name if item is not None else "session"
+
+
+@pytest.fixture(scope="session")
+def nf_sandbox_factory(
+    nf_provisioner: Provisioner, nf_settings: Settings, pytestconfig: pytest.Config
+) -> SandboxFactory:
+    """Make sandboxes with explicit options; each is deleted when whatever asked for it ends.
+
+    ``nf_sandbox_factory(image=, plan=, env=, tags=, command=, ready_timeout=, keep=)`` returns
+    a ready ``Sandbox``. Called in a test, the sandbox is deleted after the test; called in a
+    fixture, when that fixture is torn down. That is how to build module or class sandboxes::
+
+        @pytest.fixture(scope="module")
+        def web(nf_sandbox_factory):
+            box = nf_sandbox_factory(env={"PORT": "8080"})
+            box.run("mkdir -p /srv/www", check=True)
+            return box          # deleted after the module's last test
+
+        def test_two_boxes(nf_sandbox_factory):
+            a, b = nf_sandbox_factory(), nf_sandbox_factory(image="alpine:3.20")
+    """
+    return SandboxFactory(_state(pytestconfig), nf_provisioner, nf_settings)
+
+
+@pytest.fixture
+def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureRequest) -> Sandbox:
+    """A fresh, ready Linux sandbox for this test, deleted afterwards.
+
+    Configure it with the ``nf_sandbox`` marker (the closest one wins) or the ``--nf-*``
+    options::
+
+        @pytest.mark.nf_sandbox(env={"GREETING": "hi"})
+        def test_hello(nf_sandbox):
+            result = nf_sandbox.run('echo "$GREETING"', check=True)
+            assert result.stdout == "hi\\n"
+    """
+    from pytest_northflank.settings import validate_marker
+
+    marker = request.node.get_closest_marker("nf_sandbox")
+    overrides = None
+    if marker is not None:
+        overrides = validate_marker(marker.args, marker.kwargs, request.node.nodeid)
+    return nf_sandbox_factory.create(overrides, hint=request.node.name)
+
+
+@pytest.fixture(scope="session")
+def nf_sandbox_session(nf_sandbox_factory: SandboxFactory) -> Sandbox:
+    """One sandbox shared by every test of the session (of each xdist worker), made from the
+    settings alone (markers do not apply). Cheaper than ``nf_sandbox``; tests see each
+    other's files, so give each test its own directory::
+
+        def test_a(nf_sandbox_session):
+            nf_sandbox_session.write_text("/work/a/input.txt", "data")
+    """
+    return nf_sandbox_factory.create(None, hint="session")
+
+
+def finish_session(state: PluginState) -> None:
+    """Record the API figures of the session's clients and stop the embedded emulator."""
+    try:
+        if state.clients:
+            stats = state.require_stats()
+            for client in state.clients:
+                stats.record_client(client)
+    finally:
+        if state.emulator is not None:
+            emulator, state.emulator = state.emulator, None
+            emulator.stop()

@@ -1,0 +1,386 @@
+"""Settings: one validated model built from marker > command line > environment > ini > default.
+
+Every bad value is reported with where it came from (option ``--nf-plan``, ini key ``nf_plan``,
+an environment variable, or ``@pytest.mark.nf_sandbox(plan=...)`` on a test), because "invalid
+plan" alone sends people hunting through four places.
+
+The option table lives in :mod:`pytest_northflank.plugin` so that loading the plugin does not
+import pydantic; this module is imported when a session starts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+
+from pytest_northflank.errors import ConfigError
+from pytest_northflank.plugin import OPTIONS, OptionSpec
+
+Backend = Literal["auto", "northflank", "emulator"]
+KeepMode = Literal["never", "on-failure", "always"]
+Isolation = Literal["auto", "namespace", "directory"]
+
+DEFAULT_API_URL = "https://api.northflank.com"
+TOKEN_ENV_VARS = ("NORTHFLANK_API_TOKEN", "NF_API_TOKEN")
+EMULATOR_DEFAULT_PROJECT = "default-project"
+
+# The keywords @pytest.mark.nf_sandbox and nf_sandbox_factory accept, in signature order.
+SANDBOX_KEYWORDS = ("image", "plan", "env", "tags", "command", "ready_timeout", "keep")
+
+_TAG = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
+_PLAN = re.compile(r"^[A-Za-z0-9-]+$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _plan(value: str) -> str:
+    if not _PLAN.match(value):
+        raise ValueError(
+            f"{value!r} is not a plan id (letters, digits and '-', for example nf-compute-20)"
+        )
+    return value
+
+
+def _image(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{value!r} is not an image reference (for example ubuntu:22.04)")
+    return value
+
+
+def _tag(value: str) -> str:
+    if not _TAG.match(value):
+        raise ValueError(
+            f"{value!r} is not a tag name (letters and digits in groups joined by single '-', "
+            "for example spot-workload)"
+        )
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(f"{value!r} is not an id (letters, digits, '-' and '_', no spaces)")
+    return value
+
+
+def _api_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _env(value: Mapping[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(
+                f"{name!r} is not an environment variable name "
+                "(letters, digits and '_', not starting with a digit)"
+            )
+        if "\0" in text:
+            raise ValueError(f"the value of {name} contains a NUL character")
+    return dict(value)
+
+
+def _seconds(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number of seconds")
+    return value
+
+
+def _one_or_many(value: Any) -> Any:
+    # tags="spot-workload" reads naturally in a marker; treat it as a one-item list.
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
+
+
+PlanId = Annotated[str, AfterValidator(_plan)]
+Image = Annotated[str, AfterValidator(_image)]
+TagName = Annotated[str, AfterValidator(_tag)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Seconds = Annotated[float, AfterValidator(_seconds)]
+EnvVars = Annotated[dict[str, str], AfterValidator(_env)]
+Tags = Annotated[tuple[TagName, ...], BeforeValidator(_one_or_many)]
+
+
+class SandboxOptions(BaseModel):
+    """What one sandbox is made of; the defaults come from the settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: Image = "ubuntu:22.04"
+    plan: PlanId = "nf-compute-20"
+    env: EnvVars = Field(default_factory=dict)
+    tags: Tags = ()
+    # The service's main command; "" keeps the image's own command.
+    command: str = "sleep infinity"
+    ready_timeout: Annotated[Seconds, Field(gt=0)] = 120.0
+    keep: KeepMode = "never"
+
+
+class SandboxOverrides(BaseModel):
+    """Keywords of ``@pytest.mark.nf_sandbox`` and ``nf_sandbox_factory``, typed strictly."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    image: Image | None = None
+    plan: PlanId | None = None
+    env: EnvVars | None = None
+    tags: Annotated[tuple[TagName, ...], BeforeValidator(_one_or_many)] | None = None
+    command: str | None = None
+    ready_timeout: Annotated[Seconds, Field(gt=0)] | None = None
+    keep: KeepMode | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {name: value for name, value in self if value is not None}
+
+
+class Settings(BaseModel):
+    """Every setting of one pytest run, validated; ``sources`` says where each value came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Backend = "auto"
+    project: Identifier | None = None
+    team: Identifier | None = None
+    api_url: Annotated[str, AfterValidator(_api_url)] = DEFAULT_API_URL
+    image: Image = "ubuntu:22.04"
+    plan: PlanId = "nf-compute-20"
+    tags: Tags = ()
+    command: str = "sleep infinity"
+    ready_timeout: Annotated[Seconds, Field(gt=0)] = 120.0
+    keep: KeepMode = "never"
+    emulator_isolation: Isolation = "auto"
+    emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = 0.0
+    token: SecretStr | None = Field(default=None, repr=False)
+    # The environment variable the token came from (never the token itself).
+    token_source: str | None = None
+    sources: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @property
+    def backend_in_use(self) -> Literal["northflank", "emulator"]:
+        """``auto`` becomes ``northflank`` when a token is set, otherwise ``emulator``."""
+        if self.backend == "auto":
+            return "northflank" if self.token is not None else "emulator"
+        return self.backend
+
+    @property
+    def backend_reason(self) -> str:
+        if self.backend != "auto":
+            return f"chosen by {self.source_of('backend')}"
+        if self.token is not None:
+            return f"{self.token_source} is set"
+        return "no NORTHFLANK_API_TOKEN in the environment"
+
+    @property
+    def project_in_use(self) -> str:
+        if self.project is not None:
+            return self.project
+        if self.backend_in_use == "emulator":
+            return EMULATOR_DEFAULT_PROJECT
+        raise ConfigError(missing_project_message())
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, "the default")
+
+    def sandbox_options(self) -> SandboxOptions:
+        """The options of a sandbox nobody asked anything special of."""
+        return SandboxOptions(
+            image=self.image,
+            plan=self.plan,
+            tags=self.tags,
+            command=self.command,
+            ready_timeout=self.ready_timeout,
+            keep=self.keep,
+        )
+
+    def check_usable(self) -> None:
+        """Raise ConfigError when the chosen backend cannot work with these settings."""
+        if self.backend_in_use != "northflank":
+            return
+        if self.token is None:
+            raise ConfigError(
+                f"backend 'northflank' ({self.source_of('backend')}) needs an API token in "
+                "the environment variable NORTHFLANK_API_TOKEN (or NF_API_TOKEN); tokens are "
+                "never read from the command line or ini files. Without a token, use "
+                "--nf-backend=emulator to run on the embedded emulator."
+            )
+        if self.project is None:
+            raise ConfigError(missing_project_message())
+
+
+def missing_project_message() -> str:
+    return (
+        "the Northflank backend needs a project: set it with the option --nf-project, the ini "
+        "key nf_project or the environment variable NORTHFLANK_PROJECT_ID (the project id "
+        "from the dashboard URL, for example my-project). To run on the embedded emulator "
+        "instead, pass --nf-backend=emulator; to turn the plugin off, -p no:northflank."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Where a value came from, and how to say so
+
+
+def option_source(spec: OptionSpec) -> str:
+    return f"option {spec.flag}"
+
+
+def ini_source(spec: OptionSpec, inipath: Path | None) -> str:
+    where = f" in {inipath}" if inipath is not None else ""
+    return f"ini key {spec.ini}{where}"
+
+
+def env_source(variable: str) -> str:
+    return f"environment variable {variable}"
+
+
+def marker_source(nodeid: str) -> str:
+    return f"@pytest.mark.nf_sandbox on {nodeid}"
+
+
+def resolve(
+    *,
+    cli: Mapping[str, Any],
+    ini: Mapping[str, Any],
+    environ: Mapping[str, str],
+    inipath: Path | None = None,
+) -> Settings:
+    """Build the settings from raw values keyed by field name.
+
+    ``cli`` and ``ini`` hold only what the user gave (None, [] or missing = not given; an
+    empty string is a value); ``environ`` is the process environment, where an empty variable
+    counts as unset. Precedence: command line > environment > ini > default.
+    """
+    raw: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in OPTIONS:
+        name = spec.field
+        cli_value = cli.get(name)
+        env_hit = next(
+            ((var, environ[var]) for var in spec.env if environ.get(var, "") != ""), None
+        )
+        ini_value = ini.get(name)
+        if cli_value is not None and cli_value != []:
+            raw[name], sources[name] = cli_value, option_source(spec)
+        elif env_hit is not None:
+            raw[name], sources[name] = env_hit[1], env_source(env_hit[0])
+        elif ini_value is not None and ini_value != []:
+            raw[name], sources[name] = ini_value, ini_source(spec, inipath)
+    for variable in TOKEN_ENV_VARS:
+        if environ.get(variable, "") != "":
+            raw["token"] = environ[variable]
+            raw["token_source"] = variable
+            break
+    try:
+        return Settings.model_validate({**raw, "sources": sources})
+    except ValidationError as error:
+        raise ConfigError(
+            _explain(error, lambda field: sources.get(field, "the default"))
+        ) from None
+
+
+def overrides_from(keywords: Mapping[str, Any], source: str) -> SandboxOverrides:
+    """Validate marker or factory keywords; the error names ``source`` and the keyword."""
+    unknown = [name for name in keywords if name not in SANDBOX_KEYWORDS]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        word = "keyword" if len(unknown) == 1 else "keywords"
+        raise ConfigError(
+            f"{source}: unknown {word} {names}; it accepts {', '.join(SANDBOX_KEYWORDS)}"
+        )
+    try:
+        return SandboxOverrides.model_validate(dict(keywords))
+    except ValidationError as error:
+        raise ConfigError(_explain(error, lambda field: source, keyword_style=True)) from None
+
+
+def apply_overrides(options: SandboxOptions, overrides: SandboxOverrides) -> SandboxOptions:
+    return options.model_copy(update=overrides.given())
+
+
+def validate_marker(
+    args: Sequence[Any], kwargs: Mapping[str, Any], nodeid: str
+) -> SandboxOverrides:
+    """The overrides of one ``@pytest.mark.nf_sandbox(...)`` as seen on test ``nodeid``."""
+    source = marker_source(nodeid)
+    if args:
+        raise ConfigError(
+            f"{source}: takes keyword arguments only (got {len(args)} positional); "
+            f"write for example nf_sandbox(image={args[0]!r})"
+        )
+    return overrides_from(kwargs, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Turning pydantic's errors into sentences
+
+_TYPE_WORDS = {
+    "string_type": "a string",
+    "float_type": "a number of seconds",
+    "float_parsing": "a number of seconds",
+    "int_type": "an integer",
+    "dict_type": "a dict of str to str",
+    "tuple_type": "a list of strings",
+    "list_type": "a list of strings",
+}
+
+
+def _explain(
+    error: ValidationError,
+    source_of: Any,
+    *,
+    keyword_style: bool = False,
+) -> str:
+    lines = []
+    for item in error.errors():
+        loc = item["loc"]
+        field = str(loc[0]) if loc else "?"
+        # Inner locations: a tag's index, an env variable's name.
+        inner = _readable_inner(loc[1:])
+        what = _describe(item)
+        if keyword_style:
+            lines.append(f"{source_of(field)}: {field}{inner}={item_input(item)} is wrong: {what}")
+        else:
+            lines.append(f"bad value for {field}{inner} from {source_of(field)}: {what}")
+    return "\n".join(lines)
+
+
+def _readable_inner(parts: Sequence[Any]) -> str:
+    # pydantic adds validator names ("function-after[...]") to locations; keep only real keys.
+    keys = [p for p in parts if isinstance(p, int) or (isinstance(p, str) and "[" not in p)]
+    return "".join(f"[{key!r}]" for key in keys)
+
+
+def item_input(item: Any) -> str:
+    text = repr(item.get("input"))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(item: Any) -> str:
+    kind = item["type"]
+    value = item.get("input")
+    ctx = item.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", item["msg"]))
+    if kind == "literal_error":
+        return f"{value!r} is not one of {ctx.get('expected')}"
+    if kind == "greater_than":
+        return f"{value!r} must be more than {ctx.get('gt')}"
+    if kind == "greater_than_equal":
+        return f"{value!r} must be at least {ctx.get('ge')}"
+    if kind in _TYPE_WORDS:
+        return f"expected {_TYPE_WORDS[kind]}, got {type(value).__name__} {value!r}"
+    return f"{item['msg']} (got {value!r})"

@@ -1,0 +1,1 @@
+"""Northflank on localhost: the emulator (HTTP + WebSocket API, state, local containers)."""

@@ -1,0 +1,50 @@
+"""Local containers for the emulator: one per sandbox, entered by exec.
+
+Namespace isolation (Linux, root): the sandbox's main command runs as PID 1 of new mount,
+PID, UTS and IPC namespaces. Its root is an overlay with ``lowerdir=/`` (the host's userland,
+read through) and upper/work directories on a tmpfs that exists only inside the sandbox's
+mount namespace, so writes anywhere (``/etc`` too) stay in the sandbox and vanish with it.
+Mounted fresh: ``/proc`` (the sandbox's PIDs only), a small ``/dev`` (null, zero, full,
+random, urandom, tty bound from the host; the host's ``/dev/pts``; a private ``/dev/shm``),
+a read-only ``/sys``, and empty tmpfs over ``/tmp``, ``/var/tmp``, ``/root``, ``/home``,
+``/work`` and the runtime's state directory. The root is switched with ``pivot_root``, so the
+host's mount tree is not reachable; the hostname is the sandbox id; cwd is ``/``; the
+environment defaults are ``PATH``, ``HOME=/root`` and ``HOSTNAME``. The Python running the
+emulator is never needed inside.
+
+Directory isolation (the fallback): each sandbox gets ``<state_dir>/<id>-<random>/`` with
+``home/`` (``HOME``), ``tmp/`` (``TMPDIR``) and ``work/`` (cwd). Processes run in their own
+sessions and are killed by process group, plus a sweep for processes carrying the sandbox's
+``HOME``/``TMPDIR``. Sandboxes can see the host's (and each other's) files.
+
+Either way every process starts through ``_launcher.py``, spawned from one long-lived thread
+with a parent-death signal, so sandboxes die with the emulator even when it is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+from pytest_northflank.emulator.runtime._container import Container, IsolationMode, LogRecord
+from pytest_northflank.emulator.runtime._errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    CommandNotRunnable,
+)
+from pytest_northflank.emulator.runtime._exec import ExecProcess
+from pytest_northflank.emulator.runtime._runtime import (
+    ContainerRuntime,
+    IsolationSetting,
+    probe_namespaces,
+)
+
+__all__ = [
+    "CommandNotExecutable",
+    "CommandNotFound",
+    "CommandNotRunnable",
+    "Container",
+    "ContainerRuntime",
+    "ExecProcess",
+    "IsolationMode",
+    "IsolationSetting",
+    "LogRecord",
+    "probe_namespaces",
+]

@@ -1,0 +1,461 @@
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import os
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pytest_northflank.emulator.runtime._exec import (
+    ExecProcess,
+    Stream,
+    exit_code_of,
+    set_window_size,
+)
+from pytest_northflank.emulator.runtime._launch import (
+    launch_error,
+    launcher_argv,
+    read_report_async,
+    spec_pipe,
+    terminate_launcher,
+)
+from pytest_northflank.emulator.runtime._spawner import Spawner
+from pytest_northflank.emulator.runtime._validate import check_argv, check_env, check_window
+from pytest_northflank.errors import EmulatorError
+
+IsolationMode = Literal["namespace", "directory"]
+
+MAX_LINE_BYTES = 16 * 1024  # a longer line is split: the log is bounded by lines *and* bytes
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One line of a sandbox's main process output (without its line break)."""
+
+    ts: datetime  #: when the line was read (UTC, timezone-aware)
+    stream: Literal["stdout", "stderr"]
+    text: str  #: decoded as UTF-8; undecodable bytes become U+FFFD
+    index: int = 0  #: position in the container's log since it started (0-based)
+
+
+class Container:
+    """A sandbox: its main process and everything started in it by :meth:`exec`.
+
+    Created by :meth:`ContainerRuntime.start`. Methods are thread-safe except :meth:`exec`,
+    whose :class:`ExecProcess` belongs to the event loop that awaited it.
+    """
+
+    def __init__(
+        self,
+        *,
+        sandbox_id: str,
+        isolation: IsolationMode,
+        env: dict[str, str],
+        workdir: str,
+        directory: Path,
+        hostname: str,
+        main: subprocess.Popen[bytes],
+        pid: int,
+        stdout_fd: int,
+        stderr_fd: int,
+        spawner: Spawner,
+        max_log_lines: int,
+        on_stopped: Callable[[Container], None],
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.isolation: IsolationMode = isolation
+        self.env = env  #: the environment every process in the sandbox starts with
+        self.workdir = workdir  #: working directory of the main process and of every exec
+        self.directory = directory  #: the sandbox's directory on the host (removed on stop)
+        self.hostname = hostname
+        self.pid = pid  #: host PID of the main process (PID 1 of the sandbox in namespace mode)
+        self._main = main
+        self._spawner = spawner
+        self._on_stopped = on_stopped
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._execs: set[ExecProcess] = set()
+        self._pidfd: int | None = None
+        if isolation == "namespace":
+            # PID 1 may have ended already; exec then says the sandbox is not running.
+            with contextlib.suppress(ProcessLookupError):
+                self._pidfd = os.pidfd_open(pid)
+        self._log: collections.deque[LogRecord] = collections.deque(maxlen=max_log_lines)
+        self._log_total = 0
+        self._log_lock = threading.Lock()
+        self._stdout_fd = stdout_fd
+        self._stderr_fd = stderr_fd
+        self._wake_read, self._wake_write = os.pipe()
+        self._log_thread = threading.Thread(
+            target=self._pump_logs, name=f"nf-emulator-logs-{sandbox_id}", daemon=True
+        )
+        self._log_thread.start()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else f"exited {self.exit_code()}"
+        return f"<Container {self.sandbox_id!r} {self.isolation} pid={self.pid} {state}>"
+
+    # -- state -----------------------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        """True while the main process is alive."""
+        return self._main.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The main process's exit code once it ended (128+N when killed by signal N)."""
+        code = self._main.poll()
+        return None if code is None else exit_code_of(code)
+
+    def log_lines(self, start: int = 0) -> list[LogRecord]:
+        """Main process output lines with ``index >= start``, oldest first.
+
+        Only the newest lines are kept (10,000 by default); asking for older ones returns
+        what is left, so a follower should continue from ``lines[-1].index + 1``.
+        """
+        with self._log_lock:
+            first_kept = self._log_total - len(self._log)
+            skip = max(start - first_kept, 0)
+            return list(itertools.islice(self._log, skip, None))
+
+    # -- exec ------------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        rows: int = 24,
+        columns: int = 80,
+    ) -> ExecProcess:
+        """Start ``argv`` inside the sandbox and return once it runs (exec succeeded).
+
+        It gets the sandbox's namespaces (or directory), the container environment updated
+        with ``env`` (plus ``TERM=xterm`` with ``tty`` unless given), cwd :attr:`workdir`, its
+        own session, and with ``tty`` a pseudo-terminal of ``rows`` x ``columns`` as its
+        controlling terminal.
+
+        Raises :class:`CommandNotFound` (exit code 127) or :class:`CommandNotExecutable` (126)
+        when ``argv[0]`` cannot be executed; nothing runs then and nothing is printed, so a
+        caller that wants shell behaviour prints ``f"{error}\\n"`` to stderr and reports
+        ``error.exit_code``. Raises :class:`EmulatorError` when the sandbox is not running.
+        """
+        argv = check_argv(argv, "exec argv")
+        extra_env = check_env(env, "exec env")
+        if tty:
+            check_window(rows, columns)
+        full_env = {**self.env, **extra_env}
+        if tty:
+            full_env.setdefault("TERM", "xterm")
+        spec: dict[str, Any] = {
+            "action": "exec",
+            "isolation": self.isolation,
+            "argv": argv,
+            "env": full_env,
+            "workdir": self.workdir,
+            "tty": tty,
+        }
+        handed_over: list[int] = []  # child-side fds: closed by the spawn job once it ran
+        kept: list[int] = []  # our side: owned by the ExecProcess once it exists
+        try:
+            target_pidfd = self._claim_target()
+            if target_pidfd is not None:
+                handed_over.append(target_pidfd)
+                spec["target_pidfd"] = target_pidfd
+                spec["target_pid"] = self.pid
+            spec_fd = spec_pipe(spec)
+            handed_over.append(spec_fd)
+            report_read, report_write = os.pipe()
+            kept.append(report_read)
+            handed_over.append(report_write)
+            if tty:
+                master, slave = os.openpty()
+                kept.append(master)
+                handed_over.append(slave)
+                set_window_size(slave, rows, columns)
+                stdio = (slave, slave, slave)
+                stdin_fd, output_fds = master, {master: "stdout"}
+            else:
+                in_read, in_write = os.pipe()
+                out_read, out_write = os.pipe()
+                err_read, err_write = os.pipe()
+                kept += [in_write, out_read, err_read]
+                handed_over += [in_read, out_write, err_write]
+                stdio = (in_read, out_write, err_write)
+                stdin_fd, output_fds = in_write, {out_read: "stdout", err_read: "stderr"}
+        except BaseException:
+            for fd in handed_over + kept:
+                os.close(fd)
+            raise
+        argv_launcher = launcher_argv(spec_fd, report_write)
+        pass_fds = tuple(fd for fd in handed_over if fd not in stdio)
+
+        def start_launcher() -> subprocess.Popen[bytes]:
+            try:
+                return subprocess.Popen(
+                    argv_launcher,
+                    stdin=stdio[0],
+                    stdout=stdio[1],
+                    stderr=stdio[2],
+                    pass_fds=pass_fds,
+                    env={},
+                    start_new_session=True,
+                )
+            finally:
+                for fd in handed_over:
+                    os.close(fd)
+
+        try:
+            future = self._spawner.submit(start_launcher)
+        except BaseException:
+            for fd in handed_over + kept:
+                os.close(fd)
+            raise
+        try:
+            launcher = await _await_spawn(future)
+        except BaseException:
+            for fd in kept:
+                os.close(fd)
+            raise
+        process = ExecProcess(
+            launcher,
+            stdin_fd=stdin_fd,
+            output_fds=output_fds,  # type: ignore[arg-type]
+            tty=tty,
+            on_exit=self._forget_exec,
+        )
+        try:
+            with self._lock:
+                if self._stopping:
+                    raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running")
+                self._execs.add(process)
+            os.set_blocking(report_read, False)
+            report = await read_report_async(report_read)
+        except BaseException:
+            process._abandon()
+            raise
+        finally:
+            os.close(report_read)
+        if report is None or "error" in report:
+            process._abandon()
+            raise launch_error(
+                report, launcher, sandbox_id=self.sandbox_id, argv0=argv[0], what="a command"
+            )
+        process.pid = report["pid"]
+        return process
+
+    def _claim_target(self) -> int | None:
+        """Check the sandbox runs; in namespace mode return a private copy of PID 1's pidfd."""
+        with self._lock:
+            if self.isolation == "directory" and not self._stopping and self.is_running():
+                return None
+            if self._pidfd is None or self._stopping or not self.is_running():
+                raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running")
+            return os.dup(self._pidfd)
+
+    def _forget_exec(self, process: ExecProcess) -> None:
+        with self._lock:
+            self._execs.discard(process)
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop the sandbox: SIGTERM, then SIGKILL after ``grace`` seconds; idempotent.
+
+        Every process of the sandbox is dead when this returns, its overlay and tmpfs are
+        gone and its host directory is removed. A PID 1 that installed no SIGTERM handler
+        cannot receive SIGTERM from outside its namespace, so it is killed without waiting.
+        """
+        if self._begin_stop():
+            self._finish_stop(time.monotonic() + max(grace, 0.0))
+        else:
+            self._stopped.wait()
+
+    def _begin_stop(self) -> bool:
+        """Send SIGTERM; False if another caller is already stopping this container."""
+        with self._lock:
+            if self._stopping:
+                return False
+            self._stopping = True
+        if self._main.poll() is None and self._sigterm_can_land():
+            with contextlib.suppress(ProcessLookupError):
+                self._main.send_signal(signal.SIGTERM)  # the launcher forwards it
+        return True
+
+    def _finish_stop(self, deadline: float) -> None:
+        try:
+            if self._main.poll() is None and self._sigterm_can_land():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._main.wait(max(deadline - time.monotonic(), 0.0))
+            terminate_launcher(self._main)
+            with self._lock:
+                execs = list(self._execs)
+            for process in execs:
+                # Namespace mode: already dead with PID 1. Directory mode: kill its group.
+                terminate_launcher(process._launcher)
+            if self.isolation == "directory":
+                _kill_directory_stragglers(self.directory)
+            self._close_logs()
+            with self._lock:
+                if self._pidfd is not None:
+                    os.close(self._pidfd)
+                    self._pidfd = None
+            _remove_tree(self.directory)
+        finally:
+            self._stopped.set()
+            self._on_stopped(self)
+
+    def _sigterm_can_land(self) -> bool:
+        if self.isolation != "namespace":
+            return True
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return False
+        for line in status.splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+        return False
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def _pump_logs(self) -> None:
+        partial: dict[Stream, bytes] = {"stdout": b"", "stderr": b""}
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._stdout_fd, selectors.EVENT_READ, "stdout")
+            selector.register(self._stderr_fd, selectors.EVENT_READ, "stderr")
+            selector.register(self._wake_read, selectors.EVENT_READ, None)
+            open_streams = 2
+            while open_streams:
+                for key, _ in selector.select():
+                    stream: Stream | None = key.data
+                    if stream is None:  # stop(): read what is buffered, then finish
+                        partial["stdout"] = self._drain(
+                            self._stdout_fd, "stdout", partial["stdout"]
+                        )
+                        partial["stderr"] = self._drain(
+                            self._stderr_fd, "stderr", partial["stderr"]
+                        )
+                        open_streams = 0
+                        break
+                    chunk = os.read(key.fd, 65536)
+                    if chunk:
+                        partial[stream] = self._add_output(stream, partial[stream] + chunk)
+                    else:
+                        selector.unregister(key.fd)
+                        open_streams -= 1
+        for name, rest in partial.items():
+            if rest:
+                self._append_lines(name, [rest])
+
+    def _drain(self, fd: int, stream: Stream, pending: bytes) -> bytes:
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except (BlockingIOError, OSError):
+                return pending
+            if not chunk:
+                return pending
+            pending = self._add_output(stream, pending + chunk)
+
+    def _add_output(self, stream: Stream, data: bytes) -> bytes:
+        """Log the complete lines in ``data``; return the unfinished rest."""
+        *lines, rest = data.split(b"\n")
+        while len(rest) > MAX_LINE_BYTES:
+            lines.append(rest[:MAX_LINE_BYTES])
+            rest = rest[MAX_LINE_BYTES:]
+        if lines:
+            self._append_lines(stream, lines)
+        return rest
+
+    def _append_lines(self, stream: Stream, lines: list[bytes]) -> None:
+        now = datetime.now(timezone.utc)
+        with self._log_lock:
+            for raw in lines:
+                for offset in range(0, max(len(raw), 1), MAX_LINE_BYTES):
+                    text = raw[offset : offset + MAX_LINE_BYTES].decode("utf-8", "replace")
+                    self._log.append(
+                        LogRecord(now, stream, text.removesuffix("\r"), self._log_total)
+                    )
+                    self._log_total += 1
+
+    def _close_logs(self) -> None:
+        self._log_thread.join(timeout=1.0)
+        if self._log_thread.is_alive():
+            # Something outside our reach still holds the pipes open: stop reading anyway.
+            os.write(self._wake_write, b"x")
+            self._log_thread.join()
+        for fd in (self._stdout_fd, self._stderr_fd, self._wake_read, self._wake_write):
+            os.close(fd)
+
+
+async def _await_spawn(future: Future[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    try:
+        return await asyncio.shield(asyncio.wrap_future(future))
+    except asyncio.CancelledError:
+        # The launcher starts anyway (the spawn job cannot be interrupted): kill and reap it.
+        future.add_done_callback(_reap_abandoned)
+        raise
+
+
+def _reap_abandoned(future: Future[subprocess.Popen[bytes]]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        terminate_launcher(future.result())
+
+
+def _kill_directory_stragglers(directory: Path) -> None:
+    """Directory mode has no PID namespace: find leftovers by the environment we gave them.
+
+    Catches processes that left their process group (setsid, daemons) or whose exec
+    launcher is gone. Linux only; elsewhere the process-group kills have to do.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    markers = (f"HOME={directory}/home".encode(), f"TMPDIR={directory}/tmp".encode())
+    for _ in range(5):  # repeat: a process may fork while we look
+        found = False
+        for entry in proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                variables = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(marker in variables for marker in markers):
+                found = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+        if not found:
+            return
+        time.sleep(0.01)
+
+
+def _remove_tree(path: Path) -> None:
+    try:
+        try:
+            shutil.rmtree(path)
+        except PermissionError:
+            # A sandbox (directory mode, not root) may have left read-only directories.
+            for parent, _, _ in os.walk(path):
+                os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
+            shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise EmulatorError(f"could not remove the sandbox directory {path}: {exc}") from exc

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import struct
+import subprocess
+import termios
+from collections.abc import AsyncIterator, Callable
+from typing import Literal
+
+from pytest_northflank.emulator.runtime._launch import KILL_SIGNAL, terminate_launcher
+from pytest_northflank.emulator.runtime._validate import check_window
+
+Stream = Literal["stdout", "stderr"]
+CHUNK_SIZE = 32 * 1024
+# What a terminal sends for Ctrl-D: end of input for a program reading the tty (canonical mode).
+TTY_EOF = b"\x04"
+
+
+def set_window_size(fd: int, rows: int, columns: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+def exit_code_of(returncode: int) -> int:
+    """Launchers already map "killed by N" to 128+N; a launcher killed itself maps the same."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+class ExecProcess:
+    """A command running inside a sandbox, started by :meth:`Container.exec`.
+
+    Use it from the event loop that created it. Read :meth:`output` to the end (or call
+    :meth:`close`) so its pipes are released; ``stdin`` is closed automatically once the command
+    has exited.
+    """
+
+    def __init__(
+        self,
+        launcher: subprocess.Popen[bytes],
+        *,
+        stdin_fd: int,
+        output_fds: dict[int, Stream],
+        tty: bool,
+        on_exit: Callable[[ExecProcess], None],
+    ) -> None:
+        self.pid = 0  #: host PID of the command (set once it runs)
+        self.tty = tty
+        self._launcher = launcher
+        self._loop = asyncio.get_running_loop()
+        self._stdin_fd: int | None = stdin_fd
+        self._output_fds = dict(output_fds)
+        self._output_taken = False
+        self._write_lock = asyncio.Lock()
+        self._on_exit = on_exit
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        for fd in {stdin_fd, *output_fds}:
+            os.set_blocking(fd, False)
+        self._pidfd: int | None = None
+        self._waiter: asyncio.Task[None] | None = None
+        try:
+            self._pidfd = os.pidfd_open(launcher.pid)
+        except (AttributeError, OSError):
+            # No pidfd (old kernel, not Linux): wait for the launcher on a worker thread.
+            self._waiter = self._loop.create_task(self._wait_in_thread())
+        else:
+            self._loop.add_reader(self._pidfd, self._check_exit)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the command has ended (128+N when killed by signal N)."""
+        return self._exited.result() if self._exited.done() else None
+
+    async def write(self, data: bytes) -> None:
+        """Write to the command's stdin (its terminal with ``tty``), in call order.
+
+        Data written after the command closed its stdin or exited is dropped, as a pipe would.
+        """
+        async with self._write_lock:
+            view = memoryview(data)
+            while view and self._stdin_fd is not None:
+                try:
+                    view = view[os.write(self._stdin_fd, view) :]
+                except BlockingIOError:
+                    await self._wait_fd(self._stdin_fd, writable=True)
+                except (BrokenPipeError, OSError):
+                    self._close_stdin_now()
+                    return
+
+    async def close_stdin(self) -> None:
+        """End of input: closes the pipe; with ``tty`` sends Ctrl-D, as a terminal would."""
+        if self.tty:
+            await self.write(TTY_EOF)
+            return
+        async with self._write_lock:
+            self._close_stdin_now()
+
+    def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        """Output chunks (at most 32 KiB) as they arrive, until every stream is at EOF.
+
+        With ``tty`` everything arrives as ``"stdout"``. May be called once.
+        """
+        if self._output_taken:
+            raise RuntimeError("ExecProcess.output() can be iterated only once")
+        self._output_taken = True
+        return self._iterate_output()
+
+    def resize(self, rows: int, columns: int) -> None:
+        """Set the terminal size (the kernel signals SIGWINCH to the command). No-op without tty."""
+        check_window(rows, columns)
+        if self.tty and self._stdin_fd is not None:
+            set_window_size(self._stdin_fd, rows, columns)
+
+    async def wait(self) -> int:
+        """Wait for the command to end; its exit code, or 128+N when killed by signal N."""
+        return await asyncio.shield(self._exited)
+
+    def kill(self) -> None:
+        """SIGKILL the command and its process group (everything it started that stayed there)."""
+        if self._launcher.poll() is None:
+            self._launcher.send_signal(KILL_SIGNAL)
+
+    def close(self) -> None:
+        """Release the pipes or terminal now; output not read yet is discarded."""
+        self._close_stdin_now()
+        for fd in list(self._output_fds):
+            self._close_output(fd)
+
+    async def _iterate_output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        try:
+            while self._output_fds:
+                progressed = False
+                for fd, stream in list(self._output_fds.items()):
+                    try:
+                        data = os.read(fd, CHUNK_SIZE)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        if exc.errno != errno.EIO:  # EIO: the terminal's last holder closed it
+                            raise
+                        data = b""
+                    progressed = True
+                    if data:
+                        yield stream, data
+                    else:
+                        self._close_output(fd)
+                if not progressed and self._output_fds:
+                    await self._wait_any_readable(list(self._output_fds))
+        finally:
+            # Also reached when the consumer stops early: the streams are released then.
+            for fd in list(self._output_fds):
+                self._close_output(fd)
+
+    async def _wait_any_readable(self, fds: list[int]) -> None:
+        ready: asyncio.Future[None] = self._loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        for fd in fds:
+            self._loop.add_reader(fd, wake)
+        try:
+            await ready
+        finally:
+            for fd in fds:
+                self._loop.remove_reader(fd)
+
+    async def _wait_fd(self, fd: int, *, writable: bool) -> None:
+        ready: asyncio.Future[None] = self._loop.create_future()
+        if writable:
+            self._loop.add_writer(fd, ready.set_result, None)
+        else:
+            self._loop.add_reader(fd, ready.set_result, None)
+        try:
+            await ready
+        finally:
+            (self._loop.remove_writer if writable else self._loop.remove_reader)(fd)
+
+    def _check_exit(self) -> None:
+        code = self._launcher.poll()
+        if code is not None:
+            self._finish(code)
+
+    async def _wait_in_thread(self) -> None:
+        self._finish(await asyncio.to_thread(self._launcher.wait))
+
+    def _finish(self, returncode: int) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if not self.tty:  # a terminal's master is also its output; it closes with the output
+            self._close_stdin_now()
+        if not self._exited.done():
+            self._exited.set_result(exit_code_of(returncode))
+        self._on_exit(self)
+
+    def _close_stdin_now(self) -> None:
+        fd, self._stdin_fd = self._stdin_fd, None
+        if fd is None:
+            return
+        if fd in self._output_fds:  # tty: the master stays open for reading
+            return
+        self._loop.remove_writer(fd)
+        os.close(fd)
+
+    def _close_output(self, fd: int) -> None:
+        if self._output_fds.pop(fd, None) is None:
+            return
+        self._loop.remove_reader(fd)
+        if fd == self._stdin_fd:
+            self._stdin_fd = None
+        os.close(fd)
+
+    def _abandon(self) -> None:
+        """The launch failed or was cancelled: kill, reap and release everything now."""
+        self._finish(terminate_launcher(self._launcher))
+        self.close()

@@ -1,0 +1,357 @@
+"""Launch or enter a sandbox; run as ``python -I -S _launcher.py SPEC_FD REPORT_FD PARENT_PID``.
+
+The emulator is multi-threaded, and ``setns(CLONE_NEWNS)`` refuses multi-threaded callers, while
+running Python code between ``fork`` and ``exec`` in a threaded process can deadlock. So every
+sandbox process is started through this small single-threaded launcher. It imports only the
+standard library (never this package), because after entering a sandbox the host's files behind
+masked directories (the interpreter may live under ``/root``) are gone.
+
+The launcher reads a JSON spec from SPEC_FD, forks the target (after creating or entering the
+namespaces), and writes exactly one JSON object to REPORT_FD: ``{"pid": N}`` once the target's
+``execve`` succeeded, or ``{"error": {"stage", "errno", "message"}}``. It then stays as the target's
+parent, so the target is always reaped, and relays signals:
+
+* SIGTERM: forwarded (to PID 1 in namespace mode, else to the target's process group).
+* SIGUSR1: SIGKILL for the target and everything it started. This is also the launcher's
+  parent-death signal, so a SIGKILLed emulator leaves no sandbox process behind.
+
+Its exit status mirrors the target's: the exit code, or 128+N when killed by signal N.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import platform
+import select
+import signal
+import sys
+import termios
+from typing import Any, NoReturn
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MNT_DETACH = 0x2
+
+PR_SET_PDEATHSIG = 1
+
+# glibc has no pivot_root() wrapper; the syscall number depends on the architecture.
+PIVOT_ROOT_SYSCALL = {
+    "x86_64": 155,
+    "aarch64": 41,
+    "arm64": 41,
+    "riscv64": 41,
+    "loongarch64": 41,
+    "ppc64le": 203,
+    "ppc64": 203,
+    "s390x": 217,
+    "i386": 217,
+    "i686": 217,
+    "armv7l": 218,
+}
+
+KILL_SIGNAL = signal.SIGUSR1
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_SYMLINKS = {
+    "ptmx": "pts/ptmx",
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+}
+
+
+class SetupError(Exception):
+    def __init__(self, stage: str, err: int, message: str = "") -> None:
+        self.stage = stage
+        self.errno = err
+        self.message = message or os.strerror(err)
+        super().__init__(f"{stage}: {self.message}")
+
+
+_libc: Any = None
+
+
+def libc() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.mount.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_ulong,
+            ctypes.c_char_p,
+        ]
+        _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+        _libc.unshare.argtypes = [ctypes.c_int]
+        _libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+        _libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+        _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    return _libc
+
+
+def check(result: int, stage: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SetupError(stage, err)
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    check(
+        libc().mount(
+            source.encode() if source else None,
+            target.encode(),
+            fstype.encode() if fstype else None,
+            flags,
+            data.encode() if data else None,
+        ),
+        f"mount {target}",
+    )
+
+
+def set_parent_death_signal(signum: int) -> None:
+    if sys.platform.startswith("linux"):
+        check(libc().prctl(PR_SET_PDEATHSIG, signum), "prctl(PR_SET_PDEATHSIG)")
+
+
+def build_root(spec: dict[str, Any]) -> None:
+    """Give this process (PID 1 of a fresh PID namespace) a private copy-on-write root."""
+    sandbox_dir: str = spec["sandbox_dir"]
+    check(libc().unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare(mount, uts, ipc)")
+    # Private propagation: nothing mounted from here on is seen by the host, and everything
+    # mounted here vanishes with the namespace, even when the emulator is killed.
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", sandbox_dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    upper, work, root = (os.path.join(sandbox_dir, name) for name in ("upper", "work", "root"))
+    for path in (upper, work, root):
+        os.mkdir(path)
+    mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={upper},workdir={work}")
+    # Submounts of the host (/proc, /dev, /sys, ...) are not part of an overlay of "/".
+    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    dev = root + "/dev"
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=0755,size=1m")
+    for name in DEVICES:
+        node = f"{dev}/{name}"
+        os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
+        mount(f"/dev/{name}", node, None, MS_BIND)
+    os.mkdir(dev + "/pts")
+    # The host's devpts, so the pseudo-terminal an exec gets (opened on the host) has a name.
+    mount("/dev/pts", dev + "/pts", None, MS_BIND)
+    os.mkdir(dev + "/shm")
+    mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for name, target in DEV_SYMLINKS.items():
+        os.symlink(target, f"{dev}/{name}")
+    with contextlib.suppress(SetupError):  # refused in some containers; /sys is optional
+        mount("sysfs", root + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for path, mode in spec["masked_dirs"]:
+        target = root + path
+        if os.path.isdir(target) and not os.path.islink(target):
+            mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode}")
+    pivot_root(root)
+    hostname = spec["hostname"].encode()
+    check(libc().sethostname(hostname, len(hostname)), "sethostname")
+
+
+def pivot_root(new_root: str) -> None:
+    number = PIVOT_ROOT_SYSCALL.get(platform.machine())
+    if number is None:
+        raise SetupError(
+            "pivot_root", errno.ENOSYS, f"unknown syscall number on {platform.machine()}"
+        )
+    os.chdir(new_root)
+    # pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves
+    # nothing of the host's mount tree in this namespace.
+    check(libc().syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
+    check(libc().umount2(b".", MNT_DETACH), "umount old root")
+    os.chdir("/")
+
+
+def enter_namespaces(spec: dict[str, Any]) -> None:
+    """Join the mount, PID, UTS and IPC namespaces of the sandbox's PID 1."""
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+    if libc().setns(spec["target_pidfd"], flags) == 0:
+        return
+    err = ctypes.get_errno()
+    if err != errno.EINVAL:  # EINVAL: kernel older than 5.8, no setns() on a pidfd
+        raise SetupError("enter sandbox", err)
+    pid = spec["target_pid"]
+    fds = {flag: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY) for flag, name in
+           ((CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts"), (CLONE_NEWPID, "pid"),
+            (CLONE_NEWNS, "mnt"))}  # fmt: skip
+    for flag, fd in fds.items():
+        check(libc().setns(fd, flag), "enter sandbox")
+        os.close(fd)
+
+
+def launcher_exited(pidfd: int | None) -> bool:
+    # getppid() cannot tell: across a PID namespace boundary it returns 0 either way.
+    if pidfd is None:
+        return False
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def run_child(spec: dict[str, Any], error_pipe: int) -> NoReturn:
+    """Runs in the forked child: finish the setup, then exec the target (or report why not)."""
+    stage = "setup"
+    try:
+        # Ignored signals survive execve; Python ignores these two, a normal process does not.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        stage = "prctl"
+        set_parent_death_signal(signal.SIGKILL)
+        if launcher_exited(spec.get("launcher_pidfd")):
+            os._exit(137)  # too late for the parent-death signal to fire
+        if spec["action"] == "init" and spec["isolation"] == "namespace":
+            build_root(spec)
+        stage = "setsid"
+        os.setsid()
+        if spec.get("tty"):
+            stage = "controlling terminal"
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        stage = "chdir"
+        os.chdir(spec["workdir"])
+        if spec.get("probe"):
+            os._exit(0)
+        stage = "exec"
+        argv: list[str] = spec["argv"]
+        os.execvpe(argv[0], argv, spec["env"])
+    except SetupError as exc:
+        failure = {"stage": exc.stage, "errno": exc.errno, "message": exc.message}
+    except OSError as exc:
+        err = exc.errno or errno.EIO
+        failure = {"stage": stage, "errno": err, "message": os.strerror(err)}
+    except BaseException as exc:
+        failure = {"stage": stage, "errno": errno.EIO, "message": repr(exc)}
+    try:
+        os.write(error_pipe, json.dumps(failure).encode())
+    finally:
+        os._exit(127 if failure["errno"] == errno.ENOENT else 126)
+
+
+class Launcher:
+    def __init__(self, spec: dict[str, Any], report_fd: int) -> None:
+        self.spec = spec
+        self.report_fd = report_fd
+        self.child: int | None = None
+        self.reaping = False
+        self.signal_process_only = spec["action"] == "init" and spec["isolation"] == "namespace"
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        child = self.child
+        if child is None:
+            os._exit(128 + signum)  # nothing started yet
+        if self.reaping:
+            return  # the target is already dead; we are about to exit
+        target_signal = signal.SIGKILL if signum == KILL_SIGNAL else signal.SIGTERM
+        try:
+            if self.signal_process_only:
+                # PID 1 of a namespace: SIGKILL tears the whole namespace down; SIGTERM is
+                # delivered only if it installed a handler (as under Kubernetes).
+                os.kill(child, target_signal)
+            else:
+                os.killpg(child, target_signal)
+        except ProcessLookupError:
+            # Not a group leader yet (between fork and setsid): signal the process itself.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, target_signal)
+
+    def report(self, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        while data:
+            data = data[os.write(self.report_fd, data) :]
+        os.close(self.report_fd)
+
+    def run(self) -> NoReturn:
+        spec = self.spec
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(KILL_SIGNAL, self.on_signal)
+        set_parent_death_signal(KILL_SIGNAL)
+        if os.getppid() != spec["parent_pid"]:
+            os._exit(137)  # the emulator died before we could notice
+        try:
+            if spec["action"] == "init" and spec["isolation"] == "namespace":
+                check(libc().unshare(CLONE_NEWPID), "unshare(pid)")
+            elif spec["action"] == "exec" and spec["isolation"] == "namespace":
+                enter_namespaces(spec)
+            read_end, write_end = os.pipe()  # close-on-exec: EOF means execve succeeded
+            if hasattr(os, "pidfd_open"):
+                spec["launcher_pidfd"] = os.pidfd_open(os.getpid())
+            pid = os.fork()
+        except SetupError as exc:
+            self.report({"error": {"stage": exc.stage, "errno": exc.errno, "message": exc.message}})
+            os._exit(1)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+            stage = "fork" if err == errno.ENOMEM else "launch"  # ENOMEM: its PID 1 is gone
+            self.report({"error": {"stage": stage, "errno": err, "message": os.strerror(err)}})
+            os._exit(1)
+        if pid == 0:
+            os.close(read_end)
+            run_child(spec, write_end)
+        self.child = pid
+        os.close(write_end)
+        # The target's stdio must reach EOF when the target closes it, not when we exit.
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        failure = b""
+        while chunk := os.read(read_end, 65536):
+            failure += chunk
+        os.close(read_end)
+        if failure:
+            self.report({"error": json.loads(failure)})
+        else:
+            self.report({"pid": pid})
+        os._exit(self.wait_child(pid))
+
+    def wait_child(self, pid: int) -> int:
+        if hasattr(os, "waitid"):
+            # Wait without reaping: until we reap, the PID (and process group ID) cannot be
+            # reused, so a late kill request can never hit an unrelated process.
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            if self.spec["action"] == "init" and self.spec["isolation"] == "directory":
+                # Like a container: when the main process ends, what it started ends too.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        self.reaping = True
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        return code if code >= 0 else 128 - code
+
+
+def main() -> NoReturn:
+    spec_fd, report_fd, parent_pid = (int(arg) for arg in sys.argv[1:4])
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    raw = b""
+    while chunk := os.read(spec_fd, 1 << 20):
+        raw += chunk
+    os.close(spec_fd)
+    os.set_inheritable(report_fd, False)
+    spec: dict[str, Any] = json.loads(raw)
+    spec["parent_pid"] = parent_pid
+    if "target_pidfd" in spec:
+        os.set_inheritable(spec["target_pidfd"], False)
+    libc()  # load before entering a sandbox, where the host's library paths may be masked
+    Launcher(spec, report_fd).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pytest_northflank.emulator.runtime._container import Container, IsolationMode, _remove_tree
+from pytest_northflank.emulator.runtime._launch import (
+    Report,
+    launch_error,
+    launcher_argv,
+    read_report,
+    spec_pipe,
+    terminate_launcher,
+)
+from pytest_northflank.emulator.runtime._spawner import Spawner
+from pytest_northflank.emulator.runtime._validate import check_argv, check_env
+from pytest_northflank.errors import EmulatorError
+
+IsolationSetting = Literal["auto", "namespace", "directory"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Host directories a namespace sandbox sees as empty tmpfs instead of through the overlay: the
+# host's home and temporary directories and the usual workspace root (the project under test,
+# the emulator's state) are none of a sandbox's business. (path, tmpfs mode)
+MASKED_DIRS: tuple[tuple[str, str], ...] = (
+    ("/tmp", "1777"),
+    ("/var/tmp", "1777"),
+    ("/root", "0700"),
+    ("/home", "0755"),
+    ("/work", "0755"),
+)
+START_TIMEOUT = 10.0
+
+_probe_lock = threading.Lock()
+_probe_result: tuple[bool, str] | None = None
+
+
+def probe_namespaces() -> tuple[bool, str]:
+    """Whether namespace isolation works here, and why not; tried for real once per process."""
+    global _probe_result
+    with _probe_lock:
+        if _probe_result is None:
+            _probe_result = _probe()
+        return _probe_result
+
+
+def _probe() -> tuple[bool, str]:
+    if not sys.platform.startswith("linux"):
+        return False, f"Linux namespaces are not available on {sys.platform}"
+    if not hasattr(os, "pidfd_open"):
+        return False, "os.pidfd_open() is missing"
+    directory = Path(tempfile.mkdtemp(prefix="pytest-northflank-probe-"))
+    try:
+        spec = {
+            "action": "init",
+            "isolation": "namespace",
+            "probe": True,  # build the sandbox root, then exit instead of exec
+            "sandbox_dir": str(directory),
+            "masked_dirs": MASKED_DIRS,
+            "hostname": "probe",
+            "argv": ["true"],
+            "env": {"PATH": DEFAULT_PATH},
+            "workdir": "/",
+        }
+        launcher, report = _launch(spec, lambda job: job(), stdout=subprocess.DEVNULL)
+        status = terminate_launcher(launcher)
+    except (OSError, EmulatorError) as exc:
+        return False, f"could not run the probe: {exc}"
+    finally:
+        _remove_tree(directory)
+    if report is None:
+        return False, f"the probe launcher exited with status {status}"
+    if "error" in report:
+        failure = report["error"]
+        return False, f"{failure['stage']} failed: {failure['message']}"
+    if status != 0:
+        return False, f"the probe sandbox exited with status {status}"
+    return True, "Linux mount+PID namespaces with a copy-on-write overlay of / are available"
+
+
+def _launch(
+    spec: dict[str, Any],
+    run: Callable[[Callable[[], subprocess.Popen[bytes]]], subprocess.Popen[bytes]],
+    *,
+    stdout: int,
+    stderr: int = subprocess.DEVNULL,
+    timeout: float = START_TIMEOUT,
+) -> tuple[subprocess.Popen[bytes], Report | None]:
+    """Start a launcher for ``spec`` through ``run`` and wait for its report.
+
+    ``stdout``/``stderr`` are handed over: closed here once the launcher has them.
+    """
+    handed_over = [fd for fd in (stdout, stderr) if fd >= 0]
+    try:
+        spec_fd = spec_pipe(spec)
+        handed_over.append(spec_fd)
+        report_read, report_write = os.pipe()
+        handed_over.append(report_write)
+    except BaseException:
+        for fd in handed_over:
+            os.close(fd)
+        raise
+
+    def start_launcher() -> subprocess.Popen[bytes]:
+        try:
+            return subprocess.Popen(
+                launcher_argv(spec_fd, report_write),
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                pass_fds=(spec_fd, report_write),
+                env={},
+                start_new_session=True,
+            )
+        finally:
+            for fd in handed_over:
+                os.close(fd)
+
+    try:
+        launcher = run(start_launcher)
+    except BaseException:
+        os.close(report_read)
+        raise
+    try:
+        return launcher, read_report(report_read, timeout)
+    except BaseException:
+        terminate_launcher(launcher)
+        raise
+    finally:
+        os.close(report_read)
+
+
+def _hostname_for(sandbox_id: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", sandbox_id.lower()).strip("-")[:63].strip("-")
+    return name or "sandbox"
+
+
+def _slug_for(sandbox_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", sandbox_id)[:40].strip(".") or "sandbox"
+
+
+class ContainerRuntime:
+    """Runs the emulator's sandboxes as local containers.
+
+    ``isolation``: ``"namespace"`` (mount+PID+UTS+IPC namespaces with a copy-on-write overlay
+    of the host root; needs root on Linux), ``"directory"`` (a per-sandbox directory, own
+    HOME/TMPDIR and process groups; works anywhere), or ``"auto"``: namespaces when a real
+    trial run works, else directories. :attr:`isolation` and :attr:`isolation_reason` say what
+    was chosen and why. ``state_dir`` holds the per-sandbox directories (default: a new
+    temporary directory, removed by :meth:`shutdown`).
+
+    Thread-safe. :meth:`start` blocks for a few tens of milliseconds; from an event loop prefer
+    ``await asyncio.to_thread(runtime.start, ...)``. Sandboxes die with the process that owns
+    the runtime, even when it is SIGKILLed.
+    """
+
+    def __init__(
+        self,
+        isolation: IsolationSetting = "auto",
+        state_dir: Path | None = None,
+        *,
+        max_log_lines: int = 10_000,
+    ) -> None:
+        if isolation not in get_args(IsolationSetting):
+            raise EmulatorError(
+                f"isolation must be 'auto', 'namespace' or 'directory', got {isolation!r}"
+            )
+        if not isinstance(max_log_lines, int) or max_log_lines < 1:
+            raise EmulatorError(f"max_log_lines must be a positive integer, got {max_log_lines!r}")
+        self.isolation: IsolationMode
+        self.isolation_reason: str
+        if isolation == "directory":
+            self.isolation, self.isolation_reason = "directory", "directory isolation was requested"
+        else:
+            works, why = probe_namespaces()
+            if works:
+                self.isolation, self.isolation_reason = "namespace", why
+            elif isolation == "namespace":
+                raise EmulatorError(f"namespace isolation is not available here: {why}")
+            else:
+                self.isolation = "directory"
+                self.isolation_reason = (
+                    f"namespaces unavailable ({why}); using per-sandbox directories"
+                )
+        self._owns_state_dir = state_dir is None
+        if state_dir is None:
+            self.state_dir = Path(tempfile.mkdtemp(prefix="pytest-northflank-sandboxes-"))
+        else:
+            self.state_dir = Path(state_dir).absolute()
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EmulatorError(f"cannot create state_dir {self.state_dir}: {exc}") from exc
+        if self.isolation == "namespace" and re.search(r"[,:\\]", str(self.state_dir)):
+            raise EmulatorError(
+                f"state_dir {self.state_dir} contains ',', ':' or '\\', which overlayfs "
+                "mount options cannot carry"
+            )
+        self._masked_dirs = [*MASKED_DIRS, (str(self.state_dir), "0755")]
+        self._max_log_lines = max_log_lines
+        self._lock = threading.Lock()
+        self._closed = False
+        self._containers: dict[str, Container] = {}
+        self._starting: set[str] = set()
+        self._spawner = Spawner(name="nf-emulator-spawner")
+        atexit.register(self.shutdown)
+
+    def __enter__(self) -> ContainerRuntime:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<ContainerRuntime {self.isolation} containers={len(self._containers)}>"
+
+    def containers(self) -> list[Container]:
+        """The containers started and not stopped yet (running or exited)."""
+        with self._lock:
+            return list(self._containers.values())
+
+    def start(self, sandbox_id: str, argv: list[str], env: Mapping[str, str]) -> Container:
+        """Start a sandbox whose main process runs ``argv`` with ``env``.
+
+        Returns once ``argv`` has been executed (in namespace mode as PID 1 of the sandbox).
+        Every process gets ``env`` over the defaults ``PATH``, ``HOME`` (``/root``;
+        ``<dir>/home`` in directory mode), ``HOSTNAME`` (namespace) or ``TMPDIR`` (directory);
+        nothing of the emulator's own environment. Raises :class:`CommandNotFound` /
+        :class:`CommandNotExecutable` when ``argv[0]`` cannot be executed (nothing is left
+        behind), and :class:`EmulatorError` for bad input, a duplicate running ``sandbox_id``,
+        or a runtime that is shut down.
+        """
+        if not isinstance(sandbox_id, str) or not sandbox_id or not sandbox_id.isprintable():
+            raise EmulatorError(
+                f"sandbox_id must be a non-empty printable string, got {sandbox_id!r}"
+            )
+        argv = check_argv(argv, "argv")
+        user_env = check_env(env, "env")
+        with self._lock:
+            if self._closed:
+                raise EmulatorError("the container runtime is shut down")
+            if sandbox_id in self._containers or sandbox_id in self._starting:
+                raise EmulatorError(f"sandbox {sandbox_id!r} already exists")
+            self._starting.add(sandbox_id)
+        directory = self.state_dir / f"{_slug_for(sandbox_id)}-{secrets.token_hex(4)}"
+        try:
+            directory.mkdir()
+            container = self._start(sandbox_id, argv, user_env, directory)
+        except BaseException:
+            _remove_tree(directory)
+            raise
+        finally:
+            with self._lock:
+                self._starting.discard(sandbox_id)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._containers[sandbox_id] = container
+        if closed:
+            container.stop(grace=0)
+            raise EmulatorError("the container runtime is shut down")
+        return container
+
+    def _start(
+        self, sandbox_id: str, argv: list[str], user_env: dict[str, str], directory: Path
+    ) -> Container:
+        hostname = _hostname_for(sandbox_id)
+        spec: dict[str, Any] = {"action": "init", "isolation": self.isolation, "argv": argv}
+        if self.isolation == "namespace":
+            workdir = "/"
+            env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": hostname, **user_env}
+            spec |= {
+                "sandbox_dir": str(directory),
+                "masked_dirs": self._masked_dirs,
+                "hostname": hostname,
+            }
+        else:
+            hostname = os.uname().nodename
+            home, tmp, work = (directory / name for name in ("home", "tmp", "work"))
+            for path in (home, tmp, work):
+                path.mkdir()
+            workdir = str(work)
+            env = {"PATH": DEFAULT_PATH, "HOME": str(home), "TMPDIR": str(tmp), **user_env}
+        spec |= {"env": env, "workdir": workdir}
+        stdout_read, stdout_write = os.pipe()
+        try:
+            stderr_read, stderr_write = os.pipe()
+        except BaseException:
+            os.close(stdout_read)
+            os.close(stdout_write)
+            raise
+        started = False
+        try:
+            launcher, report = _launch(
+                spec,
+                lambda job: self._spawner.submit(job).result(),
+                stdout=stdout_write,
+                stderr=stderr_write,
+            )
+            if report is None or "error" in report:
+                terminate_launcher(launcher)
+                raise launch_error(
+                    report, launcher, sandbox_id=sandbox_id, argv0=argv[0], what="the main process"
+                )
+            container = Container(
+                sandbox_id=sandbox_id,
+                isolation=self.isolation,
+                env=env,
+                workdir=workdir,
+                directory=directory,
+                hostname=hostname,
+                main=launcher,
+                pid=report["pid"],
+                stdout_fd=stdout_read,
+                stderr_fd=stderr_read,
+                spawner=self._spawner,
+                max_log_lines=self._max_log_lines,
+                on_stopped=self._forget,
+            )
+            started = True
+            return container
+        finally:
+            if not started:
+                os.close(stdout_read)
+                os.close(stderr_read)
+
+    def _forget(self, container: Container) -> None:
+        with self._lock:
+            if self._containers.get(container.sandbox_id) is container:
+                del self._containers[container.sandbox_id]
+
+    def shutdown(self, grace: float = 2.0) -> None:
+        """Stop every container (SIGTERM, SIGKILL after ``grace``, in parallel); idempotent.
+
+        Afterwards :meth:`start` refuses; a state directory the runtime created is removed.
+        """
+        with self._lock:
+            already_closed = self._closed
+            self._closed = True
+            containers = list(self._containers.values())
+        if already_closed and not containers:
+            return
+        atexit.unregister(self.shutdown)
+        deadline = time.monotonic() + max(grace, 0.0)
+        stopping = [container for container in containers if container._begin_stop()]
+        errors: list[EmulatorError] = []
+        for container in containers:
+            try:
+                if container in stopping:
+                    container._finish_stop(deadline)
+                else:
+                    container.stop()
+            except EmulatorError as exc:
+                errors.append(exc)
+        self._spawner.close()
+        if self._owns_state_dir:
+            try:
+                _remove_tree(self.state_dir)
+            except EmulatorError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]

@@ -18,7 +18,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -196,7 +196,7 @@ class ExecConnector:
         for attempt in range(_HANDSHAKE_ATTEMPTS):
             last = attempt == _HANDSHAKE_ATTEMPTS - 1
             try:
-                return connect(
+                conn = connect(
                     url,
                     open_timeout=self.open_timeout,
                     close_timeout=5,
@@ -204,6 +204,9 @@ class ExecConnector:
                     max_size=_MAX_MESSAGE,
                     user_agent_header=self._rest.user_agent,
                 )
+                # Entering marks the connection as managed (websockets >= 17.1 warns about
+                # bare connect() otherwise); callers close it explicitly.
+                return conn.__enter__()
             except ws_errors.InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in _RETRYABLE_UPGRADE and not last:
@@ -255,6 +258,7 @@ class ExecConnector:
             conn,
             description=description or describe_argv(argv),
             started=started,
+            scrub=self._rest.scrub,
         )
         try:
             conn.send(encode_exec_init(self._rest.token, context))
@@ -280,8 +284,10 @@ class ExecSession:
         *,
         description: str,
         started: float,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self._conn = conn
+        self._scrub = scrub
         self.command = description
         self._started = started
         self.info = ExecSessionInfo()
@@ -318,7 +324,7 @@ class ExecSession:
 
     def _fail(self, message: str) -> ExecError:
         self.abort()
-        return ExecError(f"exec of {self.command}: {message}")
+        return ExecError(self._scrub(f"exec of {self.command}: {message}"))
 
     def _receive(self, deadline: float | None) -> OutputFrame | CompletionFrame | None:
         """The next output or completion frame; ``None`` when ``deadline`` passed."""

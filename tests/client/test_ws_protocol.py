@@ -7,6 +7,7 @@ codes, binary frames, stalls, drops, refusals) to pin down how the client reacts
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -20,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from pytest_northflank.client import NorthflankClient
+from pytest_northflank.client import LogLine, NorthflankClient
 from pytest_northflank.client import exec as exec_module
 from pytest_northflank.errors import (
     AuthenticationError,
@@ -116,10 +117,8 @@ class ScriptedServer:
         except BaseException as exc:  # surfaced by the test through server.errors
             self.errors.append(exc)
         finally:
-            try:
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
                 ws.recv(timeout=5)
-            except (ConnectionClosed, TimeoutError):
-                pass
             self.disconnected.set()
 
     def close(self) -> None:
@@ -323,7 +322,7 @@ def test_timeout_wraps_the_command_and_a_remote_timeout_raises(
         complete(ws, 124)  # what coreutils timeout exits with
 
     server.scenario = scenario
-    with pytest.raises(CommandTimeout, match="timed out after 0.2s") as info:
+    with pytest.raises(CommandTimeout, match=r"timed out after 0\.2s") as info:
         client.run(P, S, "sleep 100", timeout=0.2)
     assert info.value.timeout == 0.2
     assert "6 bytes of stdout" in str(info.value)
@@ -460,14 +459,14 @@ def test_log_tail_frames_and_endings(
             send(ws, {"type": "error", "data": {"message": "tail exploded"}})
 
     server.scenario = scenario
+    lines: list[LogLine] = []
     with client.tail_logs(P, S, line_limit=10) as tail:
-        lines = []
         if outcome is None:
             lines = list(tail)
         else:
+            lines = [next(tail), next(tail)]
             with pytest.raises(outcome):
-                for line in tail:
-                    lines.append(line)
+                next(tail)
     assert [line.log for line in lines] == ["one", "two"]
     assert lines[1].ts is not None
     assert lines[1].ts.microsecond == 500000

@@ -29,10 +29,8 @@ def _state(config: pytest.Config) -> PluginState:
 
 @pytest.fixture(scope="session")
 def nf_settings(pytestconfig: pytest.Config) -> Settings:
-    """The pytest-northflank settings of this run (options ``--nf-*``, environment, ini ``nf_*``).
-
-    Override it in ``conftest.py`` to change settings for a whole suite, e.g.::
-
+    """The settings of this run (options --nf-*, environment, ini nf_*), as one model.
+    Override it in conftest.py to change them for a whole suite:
         @pytest.fixture(scope="session")
         def nf_settings(nf_settings):
             return nf_settings.model_copy(update={"image": "python:3.12-slim"})
@@ -42,13 +40,10 @@ def nf_settings(pytestconfig: pytest.Config) -> Settings:
 
 @pytest.fixture(scope="session")
 def nf_client(nf_settings: Settings, pytestconfig: pytest.Config) -> Iterator[NorthflankClient]:
-    """The Northflank API client (``NorthflankClient``) of this session.
-
-    Talks to Northflank when a token is set, otherwise to the embedded emulator (started on
-    first use). For what sandboxes don't cover::
-
-        def test_project_is_there(nf_client, nf_settings):
-            assert nf_settings.project_in_use in [p.id for p in nf_client.list_projects()]
+    """The API client (NorthflankClient) of this session: Northflank when a token is set,
+    otherwise the embedded emulator (started on first use). For what sandboxes don't cover:
+        def test_project(nf_client, nf_settings):
+            assert nf_client.get_project(nf_settings.project_in_use).id
     """
     from pytest_northflank.provisioning import open_client
 
@@ -64,10 +59,10 @@ def nf_client(nf_settings: Settings, pytestconfig: pytest.Config) -> Iterator[No
 def nf_provisioner(
     nf_client: NorthflankClient, nf_settings: Settings, pytestconfig: pytest.Config
 ) -> Iterator[Provisioner]:
-    """Creates a sandbox (a deployment service), waits until it is ready, and deletes it.
+    """Creates a sandbox (a deployment service), waits until it is ready, deletes it after.
+    The layer under the sandbox fixtures; override it to change how sandboxes are made.
 
-    Used by the sandbox fixtures; override it to change how sandboxes are provisioned. At the
-    end of the session it deletes any sandbox of its own that no scope deleted.
+    At the end of the session it releases any sandbox of its own that no scope released.
     """
     from pytest_northflank.provisioning import Provisioner
 
@@ -165,35 +160,28 @@ class SandboxFactory:
 def nf_sandbox_factory(
     nf_provisioner: Provisioner, nf_settings: Settings, pytestconfig: pytest.Config
 ) -> SandboxFactory:
-    """Make sandboxes with explicit options; each is deleted when whatever asked for it ends.
-
-    ``nf_sandbox_factory(image=, plan=, env=, tags=, command=, ready_timeout=, keep=)`` returns
-    a ready ``Sandbox``. Called in a test, the sandbox is deleted after the test; called in a
-    fixture, when that fixture is torn down. That is how to build module or class sandboxes::
-
+    """Makes sandboxes with explicit options: nf_sandbox_factory(image=, plan=, env=, tags=,
+    command=, ready_timeout=, keep=) returns a ready Sandbox, deleted when the test or fixture
+    that asked for it ends. The way to build module or class sandboxes:
         @pytest.fixture(scope="module")
         def web(nf_sandbox_factory):
-            box = nf_sandbox_factory(env={"PORT": "8080"})
-            box.run("mkdir -p /srv/www", check=True)
-            return box          # deleted after the module's last test
-
-        def test_two_boxes(nf_sandbox_factory):
+            return nf_sandbox_factory(env={"PORT": "8080"})  # deleted after the module
+        def test_two(nf_sandbox_factory):
             a, b = nf_sandbox_factory(), nf_sandbox_factory(image="alpine:3.20")
+
+    Keywords left out come from the settings. The factory itself is session-scoped, so any
+    fixture may use it whatever its scope.
     """
     return SandboxFactory(_state(pytestconfig), nf_provisioner, nf_settings)
 
 
 @pytest.fixture
 def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureRequest) -> Sandbox:
-    """A fresh, ready Linux sandbox for this test, deleted afterwards.
-
-    Configure it with the ``nf_sandbox`` marker (the closest one wins) or the ``--nf-*``
-    options::
-
-        @pytest.mark.nf_sandbox(env={"GREETING": "hi"})
-        def test_hello(nf_sandbox):
-            result = nf_sandbox.run('echo "$GREETING"', check=True)
-            assert result.stdout == "hi\\n"
+    """A fresh, ready Linux sandbox for this test, deleted afterwards. Set its options with
+    the nf_sandbox marker (the closest one wins) or the --nf-* options:
+        @pytest.mark.nf_sandbox(image="python:3.12-slim", env={"MODE": "test"})
+        def test_it(nf_sandbox):
+            assert nf_sandbox.run('echo "$MODE"', check=True).stdout == "test\\n"
     """
     from pytest_northflank.settings import validate_marker
 
@@ -206,12 +194,10 @@ def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureReques
 
 @pytest.fixture(scope="session")
 def nf_sandbox_session(nf_sandbox_factory: SandboxFactory) -> Sandbox:
-    """One sandbox shared by every test of the session (of each xdist worker), made from the
-    settings alone (markers do not apply). Cheaper than ``nf_sandbox``; tests see each
-    other's files, so give each test its own directory::
-
+    """One sandbox shared by every test of the session (per xdist worker), made from the
+    settings alone (markers do not apply). Cheap, but tests see each other's files:
         def test_a(nf_sandbox_session):
-            nf_sandbox_session.write_text("/work/a/input.txt", "data")
+            nf_sandbox_session.write_text("test_a/input.txt", "data")
     """
     return nf_sandbox_factory.create(None, hint="session")
 

@@ -1,0 +1,315 @@
+"""What a test holds: :class:`Sandbox` (a live Linux container) and :class:`CommandResult`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_northflank.errors import CommandFailed, CommandTimeout, FileTransferError
+
+if TYPE_CHECKING:
+    from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.settings import SandboxOptions
+
+__all__ = ["CommandRecord", "CommandResult", "Sandbox"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# How much of stderr a failed check() shows.
+FAILURE_TAIL_LINES = 20
+
+# cwd is applied inside the sandbox by a tiny shell program that gets the directory and the
+# command as positional arguments, so no quoting of user text is ever needed.
+_CD_AND_EXEC = 'cd -- "$1" && shift && exec "$@"'
+_EXEC = 'exec "$@"'
+
+
+def _tail(text: str, lines: int = FAILURE_TAIL_LINES) -> str:
+    kept = text.rstrip("\n").splitlines()[-lines:]
+    return "\n".join(kept)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command did: exit code, output (text and bytes) and how long it took."""
+
+    command: str
+    exit_code: int
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+    duration: float
+    sandbox: str = ""
+
+    @property
+    def stdout(self) -> str:
+        """Standard output as text (UTF-8; undecodable bytes become U+FFFD)."""
+        return self.stdout_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        """Standard error as text (UTF-8; undecodable bytes become U+FFFD)."""
+        return self.stderr_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def ok(self) -> bool:
+        """True when the exit code is 0."""
+        return self.exit_code == 0
+
+    def check(self) -> CommandResult:
+        """Return self when the command succeeded, else raise :class:`CommandFailed`.
+
+        The error shows the command, the exit code and the end of stderr (or of stdout when
+        stderr is empty).
+        """
+        if self.ok:
+            return self
+        where = f" in sandbox {self.sandbox}" if self.sandbox else ""
+        message = f"command {self.command!r} exited with {self.exit_code}{where}"
+        stream, text = ("stderr", self.stderr) if self.stderr.strip() else ("stdout", self.stdout)
+        if text.strip():
+            message += f"\n--- end of {stream} ---\n{_tail(text)}"
+        else:
+            message += " (no output)"
+        raise CommandFailed(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"CommandResult(command={self.command!r}, exit_code={self.exit_code}, "
+            f"stdout={len(self.stdout_bytes)} bytes, stderr={len(self.stderr_bytes)} bytes, "
+            f"duration={self.duration:.3f})"
+        )
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """One thing done in a sandbox, kept for the failure report."""
+
+    command: str
+    exit_code: int | None
+    duration: float
+    test: str | None
+    error: str | None = None
+
+
+def build_argv(
+    command: str | Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> list[str]:
+    """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``env``
+    and ``cwd`` applied inside the sandbox. Every user value stays one argv element."""
+    if isinstance(command, str):
+        argv = ["sh", "-c", command]
+    else:
+        for part in command:
+            if not isinstance(part, (str, os.PathLike)):
+                raise TypeError(f"command items must be str or path-like, got {part!r}")
+        argv = [os.fspath(part) for part in command]
+        if not argv:
+            raise ValueError("the command is an empty list")
+    if cwd is not None:
+        argv = ["sh", "-c", _CD_AND_EXEC, "sh", os.fspath(cwd), *argv]
+    if env:
+        for name, value in env.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+            if not isinstance(value, str):
+                raise TypeError(f"the value of {name} must be a str, got {value!r}")
+        if "=" in argv[0]:
+            # env would read "A=B" as another assignment, not as the program.
+            argv = ["sh", "-c", _EXEC, "sh", *argv]
+        argv = ["env", *(f"{name}={value}" for name, value in env.items()), *argv]
+    return argv
+
+
+class Sandbox:
+    """A live Linux container (a Northflank deployment service) a test can use.
+
+    Made by the ``nf_sandbox`` fixtures; run commands with :meth:`run`, move files with
+    :meth:`upload`, :meth:`download`, :meth:`read_text`, :meth:`write_text` and friends.
+    Relative paths inside the sandbox are relative to its working directory.
+    """
+
+    def __init__(
+        self,
+        client: NorthflankClient,
+        *,
+        project_id: str,
+        service_id: str,
+        name: str,
+        options: SandboxOptions,
+        dashboard_url: str,
+        current_test: Callable[[], str | None] = lambda: None,
+        deleter: Callable[[Sandbox], object] | None = None,
+    ) -> None:
+        self._client = client
+        self._current_test = current_test
+        self._deleter = deleter
+        self.id = service_id
+        self.name = name
+        self.project_id = project_id
+        self.options = options
+        self.dashboard_url = dashboard_url
+        #: Everything run in this sandbox, in order (shown in failure reports).
+        self.history: list[CommandRecord] = []
+        #: Tests that used this sandbox, and those of them that failed.
+        self.tests: list[str] = []
+        self.failed_tests: list[str] = []
+        self.deleted = False
+        self.kept = False
+        self.provisioning_seconds: float | None = None
+        self._note_test()
+
+    @property
+    def image(self) -> str:
+        return self.options.image
+
+    @property
+    def plan(self) -> str:
+        return self.options.plan
+
+    def __repr__(self) -> str:
+        return f"Sandbox(name={self.name!r}, id={self.id!r}, project={self.project_id!r})"
+
+    # ---------------------------------------------------------------------------------- run
+
+    def run(
+        self,
+        command: str | Sequence[str | os.PathLike[str]],
+        *,
+        check: bool = False,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        input: str | bytes | None = None,  # same name as in subprocess.run
+    ) -> CommandResult:
+        """Run a command in the sandbox and wait for it.
+
+        A string runs through ``sh -c`` (pipes, globs, ``&&``); a list runs as argv without a
+        shell. ``env`` adds environment variables, ``cwd`` sets the directory, ``input`` is
+        fed to stdin. With ``check=True`` a non-zero exit raises ``CommandFailed``; after
+        ``timeout`` seconds the command is stopped and ``CommandTimeout`` raised.
+
+            result = sandbox.run("ls /etc | wc -l", check=True)
+            sandbox.run(["python3", "-m", "pytest", "-q"], cwd="/work/project")
+        """
+        display = command if isinstance(command, str) else shlex.join(os.fspath(c) for c in command)
+        argv = build_argv(command, env=env, cwd=cwd)
+        data = input.encode("utf-8") if isinstance(input, str) else input
+        test = self._note_test()
+        started = time.monotonic()
+        try:
+            raw = self._client.run(self.project_id, self.id, argv, input=data, timeout=timeout)
+        except CommandTimeout:
+            self.history.append(
+                CommandRecord(
+                    display, None, time.monotonic() - started, test, f"timed out after {timeout} s"
+                )
+            )
+            raise
+        except Exception as error:
+            self.history.append(
+                CommandRecord(display, None, time.monotonic() - started, test, str(error))
+            )
+            raise
+        duration = time.monotonic() - started
+        self.history.append(CommandRecord(display, raw.exit_code, duration, test))
+        result = CommandResult(
+            command=display,
+            exit_code=raw.exit_code,
+            stdout_bytes=raw.stdout,
+            stderr_bytes=raw.stderr,
+            duration=duration,
+            sandbox=self.name,
+        )
+        return result.check() if check else result
+
+    # -------------------------------------------------------------------------------- files
+
+    def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+        """Copy a local file or directory into the sandbox at ``remote_path``."""
+        self._transfer(
+            f"upload {os.fspath(local_path)} -> {remote_path}",
+            lambda: self._client.upload(self.project_id, self.id, Path(local_path), remote_path),
+        )
+
+    def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
+        """Copy a file or directory from the sandbox to ``local_path``."""
+        self._transfer(
+            f"download {remote_path} -> {os.fspath(local_path)}",
+            lambda: self._client.download(self.project_id, self.id, remote_path, Path(local_path)),
+        )
+
+    def read_bytes(self, path: str) -> bytes:
+        """The content of a file in the sandbox."""
+        result = self.run(["cat", "--", path])
+        if not result.ok:
+            raise FileTransferError(
+                f"cannot read {path} in sandbox {self.name}: {result.stderr.strip()}"
+            )
+        return result.stdout_bytes
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        """The content of a text file in the sandbox."""
+        return self.read_bytes(path).decode(encoding)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write ``data`` to a file in the sandbox, creating its parent directories."""
+        result = self.run(
+            ["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "sh", path],
+            input=data,
+        )
+        if not result.ok:
+            raise FileTransferError(
+                f"cannot write {path} in sandbox {self.name}: {result.stderr.strip()}"
+            )
+
+    def write_text(self, path: str, text: str, encoding: str = "utf-8") -> None:
+        """Write ``text`` to a file in the sandbox, creating its parent directories."""
+        self.write_bytes(path, text.encode(encoding))
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` exists in the sandbox (file, directory or anything else)."""
+        return self.run(["test", "-e", path]).ok
+
+    # --------------------------------------------------------------------------------- logs
+
+    def logs(self, lines: int = 100) -> list[str]:
+        """The last ``lines`` lines the sandbox's main process wrote (stdout and stderr)."""
+        return [
+            line.log for line in self._client.fetch_logs(self.project_id, self.id, line_limit=lines)
+        ]
+
+    # ------------------------------------------------------------------------------ delete
+
+    def delete(self) -> None:
+        """Delete the sandbox now instead of at the end of its scope (idempotent)."""
+        if self._deleter is None:
+            raise RuntimeError(f"sandbox {self.name} was not made by a provisioner")
+        self._deleter(self)
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _note_test(self) -> str | None:
+        test = self._current_test()
+        if test is not None and test not in self.tests:
+            self.tests.append(test)
+        return test
+
+    def _transfer(self, what: str, action: Callable[[], object]) -> None:
+        test = self._note_test()
+        started = time.monotonic()
+        try:
+            action()
+        except Exception as error:
+            self.history.append(
+                CommandRecord(what, None, time.monotonic() - started, test, str(error))
+            )
+            raise
+        self.history.append(CommandRecord(what, 0, time.monotonic() - started, test))

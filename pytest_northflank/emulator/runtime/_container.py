@@ -32,6 +32,7 @@ from pytest_northflank.emulator.runtime._launch import (
     spec_pipe,
     terminate_launcher,
 )
+from pytest_northflank.emulator.runtime._launcher import kill_marked_processes
 from pytest_northflank.emulator.runtime._spawner import Spawner
 from pytest_northflank.emulator.runtime._validate import check_argv, check_env, check_window
 from pytest_northflank.errors import EmulatorError
@@ -82,6 +83,8 @@ class Container:
         self.directory = directory  #: the sandbox's directory on the host (removed on stop)
         self.hostname = hostname
         self.pid = pid  #: host PID of the main process (PID 1 of the sandbox in namespace mode)
+        #: directory mode: env entries that identify this sandbox's processes (for the sweep)
+        self.markers = directory_markers(directory) if isolation == "directory" else []
         self._main = main
         self._spawner = spawner
         self._on_stopped = on_stopped
@@ -308,7 +311,7 @@ class Container:
                 # Namespace mode: already dead with PID 1. Directory mode: kill its group.
                 terminate_launcher(process._launcher)
             if self.isolation == "directory":
-                _kill_directory_stragglers(self.directory)
+                kill_marked_processes(self.markers)
             self._close_logs()
             with self._lock:
                 if self._pidfd is not None:
@@ -404,6 +407,10 @@ class Container:
             os.close(fd)
 
 
+def directory_markers(directory: Path) -> list[str]:
+    return [f"HOME={directory}/home", f"TMPDIR={directory}/tmp"]
+
+
 async def _await_spawn(future: Future[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
     try:
         return await asyncio.shield(asyncio.wrap_future(future))
@@ -416,34 +423,6 @@ async def _await_spawn(future: Future[subprocess.Popen[bytes]]) -> subprocess.Po
 def _reap_abandoned(future: Future[subprocess.Popen[bytes]]) -> None:
     if not future.cancelled() and future.exception() is None:
         terminate_launcher(future.result())
-
-
-def _kill_directory_stragglers(directory: Path) -> None:
-    """Directory mode has no PID namespace: find leftovers by the environment we gave them.
-
-    Catches processes that left their process group (setsid, daemons) or whose exec
-    launcher is gone. Linux only; elsewhere the process-group kills have to do.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return
-    markers = (f"HOME={directory}/home".encode(), f"TMPDIR={directory}/tmp".encode())
-    for _ in range(5):  # repeat: a process may fork while we look
-        found = False
-        for entry in proc.iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                variables = (entry / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(marker in variables for marker in markers):
-                found = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(entry.name), signal.SIGKILL)
-        if not found:
-            return
-        time.sleep(0.01)
 
 
 def _remove_tree(path: Path) -> None:

@@ -49,7 +49,10 @@ class ExecProcess:
         self.tty = tty
         self._launcher = launcher
         self._loop = asyncio.get_running_loop()
-        self._stdin_fd: int | None = stdin_fd
+        # With a tty, one fd (the master) is both input and output.
+        self._master: int | None = stdin_fd if tty else None
+        self._stdin_pipe: int | None = None if tty else stdin_fd
+        self._stdin_open = True
         self._output_fds = dict(output_fds)
         self._output_taken = False
         self._write_lock = asyncio.Lock()
@@ -79,13 +82,13 @@ class ExecProcess:
         """
         async with self._write_lock:
             view = memoryview(data)
-            while view and self._stdin_fd is not None:
+            while view and (fd := self._input_fd()) is not None:
                 try:
-                    view = view[os.write(self._stdin_fd, view) :]
+                    view = view[os.write(fd, view) :]
                 except BlockingIOError:
-                    await self._wait_fd(self._stdin_fd, writable=True)
-                except (BrokenPipeError, OSError):
-                    self._close_stdin_now()
+                    await self._wait_writable(fd)
+                except OSError:  # EPIPE; EIO from a terminal nobody holds any more
+                    self._end_input()
                     return
 
     async def close_stdin(self) -> None:
@@ -94,12 +97,13 @@ class ExecProcess:
             await self.write(TTY_EOF)
             return
         async with self._write_lock:
-            self._close_stdin_now()
+            self._end_input()
 
     def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
         """Output chunks (at most 32 KiB) as they arrive, until every stream is at EOF.
 
-        With ``tty`` everything arrives as ``"stdout"``. May be called once.
+        With ``tty`` everything arrives as ``"stdout"``. May be called once; leaving the
+        iteration early releases the streams.
         """
         if self._output_taken:
             raise RuntimeError("ExecProcess.output() can be iterated only once")
@@ -109,8 +113,8 @@ class ExecProcess:
     def resize(self, rows: int, columns: int) -> None:
         """Set the terminal size (the kernel signals SIGWINCH to the command). No-op without tty."""
         check_window(rows, columns)
-        if self.tty and self._stdin_fd is not None:
-            set_window_size(self._stdin_fd, rows, columns)
+        if self._master is not None:
+            set_window_size(self._master, rows, columns)
 
     async def wait(self) -> int:
         """Wait for the command to end; its exit code, or 128+N when killed by signal N."""
@@ -123,9 +127,10 @@ class ExecProcess:
 
     def close(self) -> None:
         """Release the pipes or terminal now; output not read yet is discarded."""
-        self._close_stdin_now()
+        self._end_input()
         for fd in list(self._output_fds):
-            self._close_output(fd)
+            self._end_output(fd)
+        self._release_master()
 
     async def _iterate_output(self) -> AsyncIterator[tuple[Stream, bytes]]:
         try:
@@ -144,13 +149,12 @@ class ExecProcess:
                     if data:
                         yield stream, data
                     else:
-                        self._close_output(fd)
+                        self._end_output(fd)
                 if not progressed and self._output_fds:
                     await self._wait_any_readable(list(self._output_fds))
         finally:
-            # Also reached when the consumer stops early: the streams are released then.
             for fd in list(self._output_fds):
-                self._close_output(fd)
+                self._end_output(fd)
 
     async def _wait_any_readable(self, fds: list[int]) -> None:
         ready: asyncio.Future[None] = self._loop.create_future()
@@ -167,16 +171,13 @@ class ExecProcess:
             for fd in fds:
                 self._loop.remove_reader(fd)
 
-    async def _wait_fd(self, fd: int, *, writable: bool) -> None:
+    async def _wait_writable(self, fd: int) -> None:
         ready: asyncio.Future[None] = self._loop.create_future()
-        if writable:
-            self._loop.add_writer(fd, ready.set_result, None)
-        else:
-            self._loop.add_reader(fd, ready.set_result, None)
+        self._loop.add_writer(fd, ready.set_result, None)
         try:
             await ready
         finally:
-            (self._loop.remove_writer if writable else self._loop.remove_reader)(fd)
+            self._loop.remove_writer(fd)
 
     def _check_exit(self) -> None:
         code = self._launcher.poll()
@@ -191,28 +192,42 @@ class ExecProcess:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
-        if not self.tty:  # a terminal's master is also its output; it closes with the output
-            self._close_stdin_now()
+        self._end_input()
+        if self._master not in self._output_fds:
+            self._release_master()
         if not self._exited.done():
             self._exited.set_result(exit_code_of(returncode))
         self._on_exit(self)
 
-    def _close_stdin_now(self) -> None:
-        fd, self._stdin_fd = self._stdin_fd, None
-        if fd is None:
-            return
-        if fd in self._output_fds:  # tty: the master stays open for reading
-            return
-        self._loop.remove_writer(fd)
-        os.close(fd)
+    def _input_fd(self) -> int | None:
+        if not self._stdin_open:
+            return None
+        return self._master if self.tty else self._stdin_pipe
 
-    def _close_output(self, fd: int) -> None:
+    def _end_input(self) -> None:
+        self._stdin_open = False
+        fd, self._stdin_pipe = self._stdin_pipe, None
+        if fd is not None:
+            self._loop.remove_writer(fd)
+            os.close(fd)
+
+    def _end_output(self, fd: int) -> None:
         if self._output_fds.pop(fd, None) is None:
             return
         self._loop.remove_reader(fd)
-        if fd == self._stdin_fd:
-            self._stdin_fd = None
-        os.close(fd)
+        if fd != self._master:
+            os.close(fd)
+        elif self._exited.done():
+            self._release_master()
+        # Else keep the master open until the command is reaped: a command closes its
+        # terminal just before it exits, and closing the master then would hang up the
+        # terminal and kill the command with SIGHUP on its way out.
+
+    def _release_master(self) -> None:
+        fd, self._master = self._master, None
+        if fd is not None:
+            self._loop.remove_writer(fd)
+            os.close(fd)
 
     def _abandon(self) -> None:
         """The launch failed or was cancelled: kill, reap and release everything now."""

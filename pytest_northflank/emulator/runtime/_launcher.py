@@ -11,7 +11,7 @@ namespaces), and writes exactly one JSON object to REPORT_FD: ``{"pid": N}`` onc
 ``execve`` succeeded, or ``{"error": {"stage", "errno", "message"}}``. It then stays as the target's
 parent, so the target is always reaped, and relays signals:
 
-* SIGTERM: forwarded (to PID 1 in namespace mode, else to the target's process group).
+* SIGTERM: forwarded to the target (for an exec: to its process group).
 * SIGUSR1: SIGKILL for the target and everything it started. This is also the launcher's
   parent-death signal, so a SIGKILLed emulator leaves no sandbox process behind.
 
@@ -245,13 +245,40 @@ def run_child(spec: dict[str, Any], error_pipe: int) -> NoReturn:
         os._exit(127 if failure["errno"] == errno.ENOENT else 126)
 
 
+def kill_marked_processes(markers: list[str]) -> None:
+    """SIGKILL every process whose environment holds one of ``markers`` (``NAME=value``).
+
+    Directory mode has no PID namespace to tear down: this finds what left the process group
+    (setsid, daemons) or outlived its exec. Linux only; elsewhere the group kills must do.
+    """
+    if not markers or not os.path.isdir("/proc"):
+        return
+    wanted = {marker.encode() for marker in markers}
+    for _ in range(5):  # again: a process may fork while we look
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as environ:
+                    variables = environ.read().split(b"\0")
+            except OSError:
+                continue
+            if wanted.intersection(variables):
+                found = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(name), signal.SIGKILL)
+        if not found:
+            return
+
+
 class Launcher:
     def __init__(self, spec: dict[str, Any], report_fd: int) -> None:
         self.spec = spec
         self.report_fd = report_fd
         self.child: int | None = None
         self.reaping = False
-        self.signal_process_only = spec["action"] == "init" and spec["isolation"] == "namespace"
+        self.is_main = spec["action"] == "init"
 
     def on_signal(self, signum: int, _frame: object) -> None:
         child = self.child
@@ -259,18 +286,27 @@ class Launcher:
             os._exit(128 + signum)  # nothing started yet
         if self.reaping:
             return  # the target is already dead; we are about to exit
-        target_signal = signal.SIGKILL if signum == KILL_SIGNAL else signal.SIGTERM
+        if signum == KILL_SIGNAL:
+            if self.is_main:
+                kill_marked_processes(self.spec.get("markers", []))
+            self.signal_group(child, signal.SIGKILL)
+        elif self.is_main:
+            # SIGTERM goes to the main process only, as under Docker and Kubernetes. In a PID
+            # namespace it lands only if PID 1 installed a handler.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+        else:
+            self.signal_group(child, signal.SIGTERM)
+
+    @staticmethod
+    def signal_group(child: int, signum: int) -> None:
+        # SIGKILL for PID 1 of a namespace takes the whole namespace down with it.
         try:
-            if self.signal_process_only:
-                # PID 1 of a namespace: SIGKILL tears the whole namespace down; SIGTERM is
-                # delivered only if it installed a handler (as under Kubernetes).
-                os.kill(child, target_signal)
-            else:
-                os.killpg(child, target_signal)
+            os.killpg(child, signum)
         except ProcessLookupError:
             # Not a group leader yet (between fork and setsid): signal the process itself.
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, target_signal)
+                os.kill(child, signum)
 
     def report(self, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
@@ -331,6 +367,7 @@ class Launcher:
                 # Like a container: when the main process ends, what it started ends too.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
+                kill_marked_processes(self.spec.get("markers", []))
         self.reaping = True
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)

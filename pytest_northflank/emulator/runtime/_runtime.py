@@ -13,7 +13,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pytest_northflank.emulator.runtime._container import Container, IsolationMode, _remove_tree
+from pytest_northflank.emulator.runtime._container import (
+    Container,
+    IsolationMode,
+    _remove_tree,
+    directory_markers,
+)
 from pytest_northflank.emulator.runtime._launch import (
     Report,
     launch_error,
@@ -291,6 +296,7 @@ class ContainerRuntime:
                 path.mkdir()
             workdir = str(work)
             env = {"PATH": DEFAULT_PATH, "HOME": str(home), "TMPDIR": str(tmp), **user_env}
+            spec["markers"] = directory_markers(directory)
         spec |= {"env": env, "workdir": workdir}
         stdout_read, stdout_write = os.pipe()
         try:

@@ -174,6 +174,7 @@ class Container:
         }
         handed_over: list[int] = []  # child-side fds: closed by the spawn job once it ran
         kept: list[int] = []  # our side: owned by the ExecProcess once it exists
+        output_fds: dict[int, Stream]
         try:
             target_pidfd = self._claim_target()
             if target_pidfd is not None:
@@ -237,7 +238,7 @@ class Container:
         process = ExecProcess(
             launcher,
             stdin_fd=stdin_fd,
-            output_fds=output_fds,  # type: ignore[arg-type]
+            output_fds=output_fds,
             tty=tty,
             on_exit=self._forget_exec,
         )

@@ -310,9 +310,13 @@ class Launcher:
 
     def report(self, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
-        while data:
-            data = data[os.write(self.report_fd, data) :]
-        os.close(self.report_fd)
+        try:
+            while data:
+                data = data[os.write(self.report_fd, data) :]
+        except OSError:
+            pass  # the emulator stopped listening (a cancelled exec); it kills us next
+        finally:
+            os.close(self.report_fd)
 
     def run(self) -> NoReturn:
         spec = self.spec

@@ -299,6 +299,7 @@ def download(
         destination = local / name if local.is_dir() else local
 
     session = connector.start(project_id, service_id, argv, description=f"tar -c {remote_path}")
+    session.close_stdin()  # tar -c reads no stdin; EOF up front keeps any proxy from waiting
     reader = _StdoutReader(session, deadline)
     stream = io.BufferedReader(reader, buffer_size=256 * 1024)
     try:

@@ -1,0 +1,133 @@
+"""``python -m pytest_northflank.emulator``: serve the emulator until SIGINT or SIGTERM.
+
+Prints its URL on the first line. The token comes from ``--token``, else from the
+environment variable ``NORTHFLANK_EMULATOR_TOKEN``; without either a random one is made and
+printed (it opens nothing but this emulator). On exit every sandbox is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from pytest_northflank.errors import EmulatorError
+
+TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_northflank.emulator",
+        description="Serve a local Northflank API emulator until interrupted.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=0, help="port to bind (0: a free one)")
+    parser.add_argument(
+        "--token", help=f"the API token clients must send (default: ${TOKEN_ENV}, else random)"
+    )
+    parser.add_argument(
+        "--ready-delay",
+        type=_non_negative,
+        default=0.0,
+        metavar="SECONDS",
+        help="time from create to COMPLETED (0)",
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=("auto", "namespace", "directory"),
+        default="auto",
+        help="sandbox isolation (auto: namespaces when available)",
+    )
+    parser.add_argument(
+        "--project",
+        action="append",
+        dest="projects",
+        metavar="ID",
+        help="a project that exists (repeatable; default: default-project)",
+    )
+    parser.add_argument(
+        "--spot-only",
+        action="store_true",
+        help="reject services without a tag whose useSpotNodes is true",
+    )
+    parser.add_argument(
+        "--rate-limit", type=int, metavar="PER_HOUR", help="hourly request quota (none)"
+    )
+    parser.add_argument("--state-dir", type=Path, help="where sandboxes live (a temp dir)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from pytest_northflank.emulator.server import EmulatorServer
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server = EmulatorServer(
+            host=args.host,
+            port=args.port,
+            token=token,
+            ready_delay=args.ready_delay,
+            isolation=args.isolation,
+            project_ids=tuple(args.projects or ("default-project",)),
+            spot_only=args.spot_only,
+            rate_limit_per_hour=args.rate_limit,
+            state_dir=args.state_dir,
+        )
+        server.start()
+    except EmulatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"Northflank emulator listening on {server.url}", flush=True)
+        print(f"isolation: {server.isolation} ({server.isolation_reason})", flush=True)
+        if token is None:
+            print(f"token (generated): {server.token}", flush=True)
+        print(
+            f"Use it: NORTHFLANK_API_BASE_URL={server.url} NORTHFLANK_API_TOKEN=<the token>; "
+            "stop with Ctrl-C",
+            flush=True,
+        )
+        stop_requested.wait()
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("Northflank emulator stopped; every sandbox is gone", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

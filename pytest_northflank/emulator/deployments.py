@@ -1,0 +1,99 @@
+"""Service lifecycle on the container runtime: start, stop, restart, pause, resume, delete.
+
+Blocking runtime calls (start, stop) run on worker threads so the event loop keeps serving;
+state is only touched back on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from pytest_northflank.emulator.runtime import (
+    CommandNotRunnable,
+    Container,
+    ContainerRuntime,
+    LogRecord,
+)
+from pytest_northflank.emulator.state import (
+    EmulatorState,
+    Instance,
+    RolloutReason,
+    ServiceRecord,
+    pod_name,
+    utcnow,
+)
+from pytest_northflank.errors import EmulatorError
+
+DEFAULT_GRACE_SECONDS = 2.0
+MAX_KEPT_LOG_LINES = 10_000
+
+
+class Deployments:
+    """Runs each service's instance as a local container."""
+
+    def __init__(self, state: EmulatorState, runtime: ContainerRuntime) -> None:
+        self.state = state
+        self.runtime = runtime
+
+    async def roll_out(self, service: ServiceRecord, reason: RolloutReason) -> None:
+        """Replace the service's instance (if any) by a new one and start a rollout."""
+        await self.stop_instance(service)
+        self.state.begin_rollout(service, reason)
+        if service.instances > 0 and not service.paused:
+            await self._start_instance(service)
+
+    async def stop_instance(self, service: ServiceRecord, grace: float | None = None) -> None:
+        """Stop the instance: every process dies, the sandbox's disk is freed."""
+        instance, service.instance = service.instance, None
+        if instance is None or instance.container is None:
+            return
+        container = instance.container
+        kept = service.old_logs
+        kept.extend((instance.name, record) for record in container.log_lines())
+        del kept[: max(len(kept) - MAX_KEPT_LOG_LINES, 0)]
+        await self._stop(container, self._grace(service) if grace is None else grace)
+
+    async def drop(self, services: Iterable[ServiceRecord]) -> None:
+        """Stop the containers of services already removed from the state, all at once."""
+        await asyncio.gather(*(self.stop_instance(service) for service in services))
+
+    async def _start_instance(self, service: ServiceRecord) -> None:
+        instance = Instance(name=pod_name(service.id), created_at=utcnow())
+        service.instance = instance
+        spec = service.spec
+        try:
+            container = await asyncio.to_thread(
+                self.runtime.start, instance.name, list(spec.argv), dict(spec.env)
+            )
+        except CommandNotRunnable as exc:
+            instance.start_error = f"The main command could not be started: {exc}"
+            instance.start_exit_code = exc.exit_code
+            return
+        except EmulatorError as exc:
+            instance.start_error = f"The container could not be started: {exc}"
+            return
+        if service.deleted or service.instance is not instance:
+            # Deleted, paused or restarted while it was starting.
+            await self._stop(container, 0.0)
+            return
+        instance.container = container
+        instance.started_at = time.monotonic()
+
+    def _grace(self, service: ServiceRecord) -> float:
+        grace = service.spec.grace_period
+        return DEFAULT_GRACE_SECONDS if grace is None else grace
+
+    @staticmethod
+    async def _stop(container: Container, grace: float) -> None:
+        await asyncio.to_thread(container.stop, grace)
+
+
+def service_logs(service: ServiceRecord) -> list[tuple[str, LogRecord]]:
+    """Every kept log line of the service, oldest first, with the instance that wrote it."""
+    lines = list(service.old_logs)
+    instance = service.instance
+    if instance is not None and instance.container is not None:
+        lines += [(instance.name, record) for record in instance.container.log_lines()]
+    return lines

@@ -1,0 +1,233 @@
+"""``EmulatorServer``: the emulator served by uvicorn on a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import uvicorn
+
+from pytest_northflank.emulator.app import create_app
+from pytest_northflank.emulator.context import EmulatorContext
+from pytest_northflank.emulator.control import EmulatorControl
+from pytest_northflank.emulator.deployments import Deployments
+from pytest_northflank.emulator.runtime import ContainerRuntime, IsolationMode, IsolationSetting
+from pytest_northflank.emulator.state import EmulatorConfig, EmulatorState
+from pytest_northflank.errors import EmulatorError
+
+START_TIMEOUT_SECONDS = 30.0
+#: How long open connections (log tails, exec sessions) get to finish on stop.
+GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+def _version() -> str:
+    from pytest_northflank import __version__
+
+    return __version__
+
+
+class EmulatorServer:
+    """The Northflank emulator on ``http://host:port``, serving from a background thread.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with EmulatorServer() as server:
+            client = ApiClient(api_token=server.token, base_url=server.url)
+
+    ``port=0`` picks a free port; ``token=None`` makes a random one. ``ready_delay`` is the
+    time from create (or restart) to ``COMPLETED``. ``isolation`` chooses how sandboxes are
+    isolated (``"auto"``: Linux namespaces when available, else per-sandbox directories).
+    ``project_ids`` are the projects that exist; ``spot_only`` makes creates without a spot
+    tag fail like a spot-only cluster; ``rate_limit_per_hour`` sets a quota (``None``: none);
+    ``project_create_error`` makes project creation fail with that message (as on BYOC);
+    ``require_existing_tags`` makes services name only tags that exist. ``state_dir`` holds
+    the sandboxes (default: a temporary directory).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        ready_delay: float = 0.0,
+        isolation: IsolationSetting = "auto",
+        project_ids: Sequence[str] = ("default-project",),
+        spot_only: bool = False,
+        rate_limit_per_hour: int | None = None,
+        project_create_error: str | None = None,
+        require_existing_tags: bool = True,
+        state_dir: Path | None = None,
+    ) -> None:
+        if isinstance(project_ids, str):
+            raise EmulatorError("project_ids must be a sequence of ids, not one string")
+        if not project_ids or not all(isinstance(p, str) and p for p in project_ids):
+            raise EmulatorError(f"project_ids must be non-empty strings, got {project_ids!r}")
+        if ready_delay < 0:
+            raise EmulatorError(f"ready_delay must be >= 0, got {ready_delay}")
+        if rate_limit_per_hour is not None and rate_limit_per_hour < 0:
+            raise EmulatorError(f"rate_limit_per_hour must be >= 0, got {rate_limit_per_hour}")
+        if token is not None and (not token or not token.isprintable() or " " in token):
+            raise EmulatorError("token must be a non-empty printable string without spaces")
+        self.host = host
+        self.port = port
+        self.token = token if token is not None else f"nf-emulator-{secrets.token_urlsafe(24)}"
+        self.config = EmulatorConfig(
+            project_ids=tuple(project_ids),
+            ready_delay=float(ready_delay),
+            spot_only=spot_only,
+            rate_limit_per_hour=rate_limit_per_hour,
+            project_create_error=project_create_error,
+            require_existing_tags=require_existing_tags,
+        )
+        self._isolation_setting: IsolationSetting = isolation
+        self._state_dir = state_dir
+        self._runtime: ContainerRuntime | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._failure: BaseException | None = None
+        self._url: str | None = None
+        self._control: EmulatorControl | None = None
+
+    def __repr__(self) -> str:
+        where = self._url or "not started"
+        return f"<EmulatorServer {where}>"
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- what a started server offers ----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` (no trailing slash)."""
+        if self._url is None:
+            raise EmulatorError("the emulator is not started")
+        return self._url
+
+    @property
+    def control(self) -> EmulatorControl:
+        """The control plane (reset, state, faults) from Python."""
+        if self._control is None:
+            raise EmulatorError("the emulator is not started")
+        return self._control
+
+    @property
+    def runtime(self) -> ContainerRuntime:
+        if self._runtime is None:
+            raise EmulatorError("the emulator is not started")
+        return self._runtime
+
+    @property
+    def isolation(self) -> IsolationMode:
+        """``"namespace"`` or ``"directory"``: how this emulator isolates sandboxes."""
+        return self.runtime.isolation
+
+    @property
+    def isolation_reason(self) -> str:
+        """Why that isolation was chosen (for a report header)."""
+        return self.runtime.isolation_reason
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> EmulatorServer:
+        """Start serving; returns once the server accepts connections."""
+        if self._thread is not None:
+            raise EmulatorError("the emulator is already started")
+        runtime = ContainerRuntime(self._isolation_setting, self._state_dir)
+        try:
+            self._start_serving(runtime)
+        except BaseException:
+            self._stop_serving()
+            runtime.shutdown()
+            raise
+        self._runtime = runtime
+        return self
+
+    def _start_serving(self, runtime: ContainerRuntime) -> None:
+        try:
+            sock = socket.create_server((self.host, self.port))
+        except OSError as exc:
+            raise EmulatorError(f"cannot listen on {self.host}:{self.port}: {exc}") from None
+        self._socket = sock
+        host, port = sock.getsockname()[:2]
+        state = EmulatorState(self.config)
+        ctx = EmulatorContext(
+            state=state,
+            deployments=Deployments(state, runtime),
+            runtime=runtime,
+            token=self.token,
+            version=_version(),
+        )
+        config = uvicorn.Config(
+            create_app(ctx),
+            ws="websockets-sansio",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            ws_max_size=64 * 1024 * 1024,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._thread = threading.Thread(
+            target=self._serve, args=(server, sock), name=f"nf-emulator-{port}", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not server.started:
+            if not self._thread.is_alive():
+                raise EmulatorError(f"the emulator server failed to start: {self._failure!r}")
+            if time.monotonic() > deadline:
+                raise EmulatorError(
+                    f"the emulator server did not start within {START_TIMEOUT_SECONDS:g}s"
+                )
+            time.sleep(0.005)
+        display_host = f"[{host}]" if ":" in host else host
+        self._url = f"http://{display_host}:{port}"
+        self.port = port
+        self._control = EmulatorControl(self._url, self.token)
+
+    def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        try:
+            asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as exc:  # reported by start(), or ends the thread quietly on stop
+            self._failure = exc
+
+    def stop(self) -> None:
+        """Stop serving, then stop every container (all processes die, disks are freed).
+
+        Idempotent; joins the server thread."""
+        self._stop_serving()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            runtime.shutdown()
+        self._control = None
+
+    def _stop_serving(self) -> None:
+        server, thread = self._server, self._thread
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join()
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._server = self._thread = None

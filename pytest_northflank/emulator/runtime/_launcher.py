@@ -31,6 +31,7 @@ import select
 import signal
 import sys
 import termios
+import time
 from typing import Any, NoReturn
 
 CLONE_NEWNS = 0x00020000
@@ -245,16 +246,19 @@ def run_child(spec: dict[str, Any], error_pipe: int) -> NoReturn:
         os._exit(127 if failure["errno"] == errno.ENOENT else 126)
 
 
-def kill_marked_processes(markers: list[str]) -> None:
+def kill_marked_processes(markers: list[str], timeout: float = 5.0) -> None:
     """SIGKILL every process whose environment holds one of ``markers`` (``NAME=value``).
 
     Directory mode has no PID namespace to tear down: this finds what left the process group
-    (setsid, daemons) or outlived its exec. Linux only; elsewhere the group kills must do.
+    (setsid, daemons) or outlived its exec. Returns once a pass finds none alive (a zombie's
+    environment reads empty): SIGKILL is delivered asynchronously, and a process may fork
+    while we look. Linux only; elsewhere the process-group kills must do.
     """
     if not markers or not os.path.isdir("/proc"):
         return
     wanted = {marker.encode() for marker in markers}
-    for _ in range(5):  # again: a process may fork while we look
+    deadline = time.monotonic() + timeout
+    while True:
         found = False
         for name in os.listdir("/proc"):
             if not name.isdigit() or int(name) == os.getpid():
@@ -268,8 +272,9 @@ def kill_marked_processes(markers: list[str]) -> None:
                 found = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(name), signal.SIGKILL)
-        if not found:
+        if not found or time.monotonic() > deadline:
             return
+        time.sleep(0.005)
 
 
 class Launcher:

@@ -310,7 +310,8 @@ class NorthflankClient:
             if service.deployment_status == "COMPLETED":
                 return service
             if service.deployment_status == "FAILED":
-                reason = f" ({service.deployment_reason})" if service.deployment_reason else ""
+                why = service.deployment_message or service.deployment_reason
+                reason = f": {why}" if why else ""
                 raise DeploymentFailed(f"service {service_id} deployment FAILED{reason}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:

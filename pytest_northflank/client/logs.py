@@ -86,11 +86,13 @@ def _entries(payload: Any) -> list[dict[str, Any]]:
 def fetch_logs(rest: RestTransport, path: str, query: dict[str, str]) -> list[LogLine]:
     """``GET {path}?queryType=range&...`` -> log lines, oldest first.
 
-    The API's order depends on ``direction``; lines that all carry a timestamp are sorted by
-    it (stable), so callers can take the last lines as the newest.
+    A backward range arrives newest first and is reversed; lines that all carry a timestamp
+    are then sorted by it (stably), so callers can take the last lines as the newest.
     """
     envelope = rest.request("GET", path, params=query)
     lines = [LogLine.model_validate(entry) for entry in _entries(envelope.get("data", envelope))]
+    if query.get("direction", "backward") == "backward":
+        lines.reverse()  # a backward range comes newest first
     stamps = [line.ts for line in lines]
     if all(stamp is not None for stamp in stamps):
         lines.sort(key=lambda line: line.ts or _EPOCH)

@@ -167,6 +167,7 @@ class Service(_WireModel):
     tags: list[str] = Field(default_factory=list)
     deployment_status: DeploymentStatus | None = None
     deployment_reason: str | None = None
+    deployment_message: str | None = None
     last_transition_time: datetime | None = None
     paused: bool = False
     instances: int | None = None
@@ -197,6 +198,7 @@ class Service(_WireModel):
             "tags": [str(t) for t in value.get("tags") or [] if t is not None],
             "deployment_status": _status_value(status.get("status")),
             "deployment_reason": status.get("reason"),
+            "deployment_message": status.get("message"),
             "last_transition_time": _parse_time(
                 status.get("lastTransitionTime", value.get("lastTransitionTime"))
             ),

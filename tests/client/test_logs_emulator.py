@@ -26,7 +26,7 @@ def test_fetch_logs_returns_recent_lines_oldest_first(
         time.sleep(0.05)
     texts = [line.log for line in lines]
     # stdout and stderr are separate pipes, so only the stdout order is fixed.
-    assert [t for t in texts if t != "to stderr"][0] == "first line"
+    assert next(t for t in texts if t != "to stderr") == "first line"
     assert "to stderr" in texts
     ticks = [int(t.split()[1]) for t in texts if t.startswith("tick")]
     assert ticks == sorted(ticks)

@@ -1,1 +1,54 @@
+"""Fixtures every test folder can use: a Northflank emulator per test session (per xdist worker).
+
+``NF_TEST_EMULATOR_ISOLATION`` (auto, namespace or directory) chooses how the emulators
+isolate sandboxes; ``auto`` by default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_northflank.emulator import EmulatorServer
+    from pytest_northflank.emulator.runtime import IsolationSetting
+
 pytest_plugins = ["pytester"]
+
+
+def _start_emulator(**options: Any) -> EmulatorServer:
+    from pytest_northflank.emulator import EmulatorServer
+
+    isolation = cast("IsolationSetting", os.environ.get("NF_TEST_EMULATOR_ISOLATION", "auto"))
+    return EmulatorServer(isolation=isolation, **options).start()
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorServer]:
+    """An emulator shared by the whole session (each xdist worker has its own).
+
+    Tests share its state: give services unique names and delete what you create; don't
+    inject faults into it (use ``emulator_clean`` for that)."""
+    server = _start_emulator()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _emulator_for_resets() -> Iterator[EmulatorServer]:
+    server = _start_emulator()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def emulator_clean(_emulator_for_resets: EmulatorServer) -> EmulatorServer:
+    """An emulator reset before the test: no services, tags or faults, default settings.
+
+    A different emulator from ``emulator``, so the reset never disturbs tests that share
+    that one. Faults and settings changed by the test are undone by the next reset."""
+    _emulator_for_resets.control.reset()
+    return _emulator_for_resets

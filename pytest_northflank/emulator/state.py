@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pytest_northflank.emulator.runtime import Container, LogRecord
 from pytest_northflank.emulator.validation import ServiceSpec
-from pytest_northflank.errors import ApiError, ConflictError, NotFoundError
+from pytest_northflank.errors import ApiError, ApiValidationError, ConflictError, NotFoundError
 
 DeploymentStatus = Literal["PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"]
 RolloutReason = Literal["DEPLOYING", "SCALING"]
@@ -353,9 +353,9 @@ class EmulatorState:
         if self.config.require_existing_tags:
             missing = [name for name, tag in zip(spec.tags, tags, strict=True) if tag is None]
             if missing:
-                raise NotFoundError(
+                raise ApiValidationError(
                     f"Tag {missing[0]!r} not found: create it first (POST /v1/tags)",
-                    status=404,
+                    status=400,
                     details=[{"path": ["tags"], "message": f"unknown tag {missing[0]!r}"}],
                 )
         if self.spot_only and not any(tag is not None and tag.use_spot_nodes for tag in tags):

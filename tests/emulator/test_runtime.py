@@ -176,6 +176,81 @@ def test_forced_namespace_isolation_works_or_says_why(tmp_path: Path) -> None:
             ContainerRuntime("namespace", state_dir=tmp_path)
 
 
+UNPRIVILEGED_SCRIPT = """
+import asyncio, json, sys
+sys.path.insert(0, sys.argv[1])
+from pytest_northflank.emulator.runtime import ContainerRuntime
+from pytest_northflank.errors import EmulatorError
+
+async def whoami(container):
+    process = await container.exec(["id", "-u"])
+    output = b"".join([chunk async for _, chunk in process.output()])
+    return await process.wait(), output.decode().strip()
+
+report = {}
+with ContainerRuntime("auto") as runtime:
+    report["auto"] = [runtime.isolation, runtime.isolation_reason]
+    container = runtime.start("unprivileged", ["sleep", "infinity"], {})
+    report["exec"] = asyncio.run(whoami(container))
+try:
+    ContainerRuntime("namespace")
+except EmulatorError as error:
+    report["forced"] = str(error)
+print(json.dumps(report))
+"""
+
+
+def unprivileged_python() -> str | None:
+    """A Python >= 3.10 that an unprivileged user can run (the venv's may live under /root)."""
+    for candidate in ("/usr/local/bin/python3", "/usr/bin/python3"):
+        if os.access(candidate, os.X_OK) and os.stat(candidate).st_mode & 0o001:
+            version = subprocess.run(
+                [candidate, "-c", "import sys; print(sys.version_info >= (3, 10))"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if version.stdout.strip() == "True":
+                return candidate
+    return None
+
+
+def test_without_privileges_auto_falls_back_and_forced_namespace_says_why() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a child as an unprivileged user")
+    python = unprivileged_python()
+    if python is None:
+        pytest.skip("no Python >= 3.10 that an unprivileged user may run")
+    source_root = Path(__file__).resolve().parents[2]
+    if not all(
+        os.stat(path).st_mode & 0o005 == 0o005 for path in (source_root, *source_root.parents)
+    ):
+        pytest.skip(f"{source_root} is not readable by other users")
+    child = subprocess.run(
+        [python, "-I", "-c", UNPRIVILEGED_SCRIPT, str(source_root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd="/",
+        env={"PATH": "/usr/bin:/bin"},
+        user=65534,
+        group=65534,
+        extra_groups=[],
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout)
+    mode, reason = report["auto"]
+    assert mode == "directory"
+    assert reason.startswith(
+        "namespaces unavailable (unshare(pid) failed: Operation not permitted)"
+    )
+    assert report["exec"] == [0, "65534"]
+    assert report["forced"] == (
+        "namespace isolation is not available here: unshare(pid) failed: Operation not permitted"
+    )
+
+
 def test_unknown_isolation_is_refused() -> None:
     with pytest.raises(EmulatorError, match="isolation must be"):
         ContainerRuntime("vm")  # type: ignore[arg-type]

@@ -44,6 +44,8 @@ MASKED_DIRS: tuple[tuple[str, str], ...] = (
     ("/home", "0755"),
     ("/work", "0755"),
 )
+# Directories a sandbox cannot work without; they must be on the root filesystem.
+USERLAND_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib")
 START_TIMEOUT = 10.0
 
 _probe_lock = threading.Lock()
@@ -64,6 +66,11 @@ def _probe() -> tuple[bool, str]:
         return False, f"Linux namespaces are not available on {sys.platform}"
     if not hasattr(os, "pidfd_open"):
         return False, "os.pidfd_open() is missing"
+    root_device = os.stat("/").st_dev
+    for path in USERLAND_DIRS:
+        # An overlay of "/" does not include other filesystems mounted below it.
+        if os.path.isdir(path) and os.stat(path).st_dev != root_device:
+            return False, f"{path} is a separate filesystem, which an overlay of / would not show"
     directory = Path(tempfile.mkdtemp(prefix="pytest-northflank-probe-"))
     try:
         spec = {

@@ -60,7 +60,11 @@ CONTEXT_TYPES: dict[str, tuple[type, ...]] = {
 
 
 class ExecRefused(Exception):
-    """The exec cannot run; the message is sent to the client in an ``error`` frame."""
+    """The exec request is malformed; the message goes to the client in an ``error`` frame."""
+
+
+class TargetUnavailable(Exception):
+    """The request is fine but its target cannot run it (paused, not running, unknown)."""
 
 
 @dataclass
@@ -220,6 +224,9 @@ class ExecSession:
         except ExecRefused as exc:
             await self.sender.error(str(exc), CLOSE_POLICY)
             return
+        except TargetUnavailable as exc:
+            await self.sender.error(str(exc))
+            return
         except (NotFoundError, EmulatorError) as exc:
             await self.sender.error(str(getattr(exc, "api_message", exc)))
             return
@@ -246,7 +253,9 @@ class ExecSession:
             process = await self._start(request, instance.container)
         except CommandNotRunnable as exc:
             # What a shell prints and returns when a program cannot be run.
-            await self._send_output("stderr", f"{exc}\n".encode(), request.encoding)
+            message = f"{exc}\n"
+            data = message.encode() if request.encoding == "base64" else message
+            await self._send_output("stderr", data, request.encoding)
             await self._complete(exc.exit_code)
             return
         except EmulatorError as exc:
@@ -259,30 +268,30 @@ class ExecSession:
 
         params = self.websocket.path_params
         if params["segment"] != "services":
-            raise ExecRefused(
+            raise TargetUnavailable(
                 f"exec into {params['segment']} is not available on the emulator (services only)"
             )
         project_id, service_id = params["projectId"], params["serviceId"]
         service = await current(self.ctx.state, project_id, service_id)
         where = f"service {service_id!r} in project {project_id!r}"
         if service.paused:
-            raise ExecRefused(f"Cannot exec into {where}: the service is paused")
+            raise TargetUnavailable(f"Cannot exec into {where}: the service is paused")
         if not self.ctx.state.is_ready(service):
             detail = f"deployment status {service.status}"
             if service.status_message:
                 detail += f": {service.status_message}"
             elif service.status == "COMPLETED":
                 detail = "its main process has exited"
-            raise ExecRefused(f"Cannot exec into {where}: no running instance ({detail})")
+            raise TargetUnavailable(f"Cannot exec into {where}: no running instance ({detail})")
         instance = service.instance
         assert instance is not None
         if request.instance_name is not None and request.instance_name != instance.name:
-            raise ExecRefused(
+            raise TargetUnavailable(
                 f"Instance {request.instance_name!r} not found for {where} (running: "
                 f"{instance.name!r})"
             )
         if request.container_name is not None and request.container_name != service.id:
-            raise ExecRefused(
+            raise TargetUnavailable(
                 f"Container {request.container_name!r} not found in instance {instance.name!r} "
                 f"(its container is {service.id!r})"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 import secrets
 import socket
@@ -25,6 +26,17 @@ from pytest_northflank.errors import EmulatorError
 START_TIMEOUT_SECONDS = 30.0
 #: How long open connections (log tails, exec sessions) get to finish on stop.
 GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+class _DenialNoise(logging.Filter):
+    """uvicorn logs an error after every refused WebSocket upgrade (our JSON 404 for an
+    unknown path) although the refusal was sent; that line is not an error here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+_denial_noise = _DenialNoise()
 
 
 def _version() -> str:
@@ -179,11 +191,13 @@ class EmulatorServer:
             create_app(ctx),
             ws="websockets-sansio",
             lifespan="off",
+            log_config=None,  # leave the host process's logging alone
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             ws_max_size=64 * 1024 * 1024,
         )
+        logging.getLogger("uvicorn.error").addFilter(_denial_noise)
         server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(

@@ -125,7 +125,6 @@ class SandboxFactory:
         sandbox = self._provisioner.provision(
             options, hint=hint, current_test=lambda: state.current_test
         )
-        state.sandboxes.append(sandbox)
         self._bind_to_scope(sandbox)
         return sandbox
 

@@ -8,17 +8,19 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_northflank.errors import CommandFailed, CommandTimeout, FileTransferError
 
 if TYPE_CHECKING:
-    from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.client import LogLine, NorthflankClient
     from pytest_northflank.settings import SandboxOptions
 
 __all__ = ["CommandRecord", "CommandResult", "Sandbox"]
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # How much of stderr a failed check() shows.
 FAILURE_TAIL_LINES = 20
@@ -126,6 +128,13 @@ def build_argv(
             argv = ["sh", "-c", _EXEC, "sh", *argv]
         argv = ["env", *(f"{name}={value}" for name, value in env.items()), *argv]
     return argv
+
+
+def chronological(lines: list[LogLine]) -> list[LogLine]:
+    """Log lines oldest first, whichever way the API ordered them (stable for equal times)."""
+    if lines and all(line.ts is not None for line in lines):
+        return sorted(lines, key=lambda line: line.ts or _EPOCH)
+    return lines
 
 
 class Sandbox:
@@ -281,10 +290,10 @@ class Sandbox:
     # --------------------------------------------------------------------------------- logs
 
     def logs(self, lines: int = 100) -> list[str]:
-        """The last ``lines`` lines the sandbox's main process wrote (stdout and stderr)."""
-        return [
-            line.log for line in self._client.fetch_logs(self.project_id, self.id, line_limit=lines)
-        ]
+        """The last ``lines`` lines the sandbox's main process wrote (stdout and stderr), oldest
+        first."""
+        fetched = self._client.fetch_logs(self.project_id, self.id, line_limit=lines)
+        return [line.log for line in chronological(fetched)]
 
     # ------------------------------------------------------------------------------ delete
 

@@ -1,0 +1,5 @@
+import sys
+
+from greet import greet
+
+print(greet(" ".join(sys.argv[1:]) or "world"))

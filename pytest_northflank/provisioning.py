@@ -1,0 +1,511 @@
+"""From sandbox options to a ready service and back: create, wait for readiness, delete.
+
+The three steps are separate methods of :class:`Provisioner` (``create``, ``wait_ready``,
+``delete``) so that cleanup and warm-ahead provisioning can drive them on their own. API errors
+that real accounts run into first (``northflank-api.md`` section 10) are turned here into
+messages that say what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pytest_northflank.errors import (
+    ApiError,
+    ApiValidationError,
+    AuthenticationError,
+    DeploymentFailed,
+    NorthflankError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProvisioningError,
+    RateLimitedError,
+    ReadyTimeout,
+)
+from pytest_northflank.ownership import Ownership
+from pytest_northflank.sandbox import Sandbox, chronological
+
+if TYPE_CHECKING:
+    import pytest
+
+    from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.client.models import DeploymentServiceSpec, Service
+    from pytest_northflank.ledger import Ledger
+    from pytest_northflank.plugin import PluginState
+    from pytest_northflank.reporting import RunStats
+    from pytest_northflank.settings import SandboxOptions, Settings
+
+DASHBOARD = "https://app.northflank.com"
+USER_AGENT = "pytest-northflank"
+
+# Readiness polling: quick at first (the emulator and warm clusters answer in well under a
+# second), backing off to one request every few seconds to spare the hourly request quota.
+FIRST_POLL = 0.1
+POLL_BACKOFF = 2.0
+MAX_POLL = 3.0
+# A wait longer than this shows a progress line, and again every as long.
+PROGRESS_AFTER = 10.0
+LOG_LINES_IN_ERRORS = 20
+
+# The API role permission each call needs (names from the official Python client).
+PERMISSIONS = {
+    "create": "Project > Services > General > Create",
+    "read": "Project > Services > General > Read",
+    "delete": "Project > Services > General > Delete",
+    "projects": "Project > Projects > Manage > Read",
+    "tags": "Account > Platform > Tags > Read",
+}
+
+
+def _user_agent() -> str:
+    from pytest_northflank import __version__
+
+    return f"{USER_AGENT}/{__version__}"
+
+
+def start_embedded_emulator(state: PluginState, settings: Settings) -> Any:
+    """The embedded emulator of this process, started on first use, stopped at session end."""
+    if state.emulator is None:
+        from pytest_northflank.emulator import EmulatorServer
+
+        server = EmulatorServer(
+            isolation=settings.emulator_isolation,
+            ready_delay=settings.emulator_ready_delay,
+            project_ids=(settings.project_in_use,),
+        )
+        server.start()
+        state.emulator = server
+        state.require_stats().note_emulator(server.url, server.isolation, server.isolation_reason)
+    return state.emulator
+
+
+def open_client(state: PluginState, settings: Settings) -> NorthflankClient:
+    """A client for the backend the settings chose (starting the embedded emulator if needed)."""
+    from pytest_northflank.client import NorthflankClient
+
+    if settings.backend_in_use == "emulator":
+        server = start_embedded_emulator(state, settings)
+        client = NorthflankClient(
+            server.token, base_url=server.url, team_id=settings.team, user_agent=_user_agent()
+        )
+    else:
+        assert settings.token is not None  # check_usable() made sure at session start
+        client = NorthflankClient(
+            settings.token.get_secret_value(),
+            base_url=settings.api_url,
+            team_id=settings.team,
+            user_agent=_user_agent(),
+        )
+    state.clients.append(client)
+    return client
+
+
+def dashboard_url(settings: Settings, base_url: str, project_id: str, service_id: str) -> str:
+    """Where a person looks at a service: the Northflank dashboard, or the emulator's API."""
+    if settings.backend_in_use == "emulator":
+        return f"{base_url}/v1/projects/{project_id}/services/{service_id}"
+    team = settings.team or "personal"
+    return f"{DASHBOARD}/t/{team}/project/{project_id}/services/{service_id}"
+
+
+def progress_writer(config: pytest.Config) -> Callable[[str], None] | None:
+    """A function printing one line on the terminal mid-test, or None where nobody would see it."""
+    if hasattr(config, "workerinput"):
+        return None  # an xdist worker's output goes nowhere
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return None
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(message: str) -> None:
+        with (
+            capture.global_and_fixture_disabled()
+            if capture is not None
+            else contextlib.nullcontext()
+        ):
+            reporter.write_line(f"northflank: {message}")
+
+    return write
+
+
+class Provisioner:
+    """Creates sandboxes, waits until they are ready, and deletes (or keeps) them."""
+
+    def __init__(
+        self,
+        client: NorthflankClient,
+        settings: Settings,
+        stats: RunStats,
+        *,
+        owner: Ownership,
+        project_id: str,
+        progress: Callable[[str], None] | None = None,
+        ledger: Ledger | None = None,
+        register: Callable[[Sandbox], None] | None = None,
+        create_missing_tags: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.stats = stats
+        self.owner = owner
+        self.project_id = project_id
+        self.progress = progress
+        #: Optional run ledger: each service is written down before its create request.
+        self.ledger = ledger
+        self._register = register
+        # On the embedded emulator, tags named in the settings are made on first use, so a
+        # suite configured for a real cluster (nf_tags = spot-workload) also runs offline.
+        self._create_missing_tags = create_missing_tags
+        self._known_tags: set[str] = set()
+        self._sleep = sleep
+        self._clock = clock
+        self._counter = 0
+        self._lock = threading.Lock()
+        #: Sandboxes this provisioner made and has not released yet.
+        self.alive: list[Sandbox] = []
+
+    @classmethod
+    def for_session(
+        cls, state: PluginState, client: NorthflankClient, settings: Settings
+    ) -> Provisioner:
+        return cls(
+            client,
+            settings,
+            state.require_stats(),
+            owner=Ownership(state.run_id, state.worker_id),
+            project_id=settings.project_in_use,
+            progress=progress_writer(state.config),
+            register=state.sandboxes.append,
+            create_missing_tags=settings.backend_in_use == "emulator",
+        )
+
+    # ----------------------------------------------------------------------------- names
+
+    def next_name(self, hint: str) -> str:
+        """A unique service name carrying the run, the worker and a readable ``hint``."""
+        with self._lock:
+            self._counter += 1
+            counter = self._counter
+        return self.owner.service_name(counter, hint)
+
+    def spec_for(self, options: SandboxOptions, hint: str) -> DeploymentServiceSpec:
+        from pytest_northflank.client.models import DeploymentServiceSpec
+
+        return DeploymentServiceSpec(
+            name=self.next_name(hint),
+            plan=options.plan,
+            image=options.image,
+            command=options.command or None,
+            env=dict(options.env),
+            tags=list(options.tags),
+            description=self.owner.description(datetime.now(timezone.utc)),
+        )
+
+    # ------------------------------------------------------------------------ the seams
+
+    def create(self, spec: DeploymentServiceSpec) -> Service:
+        """Send the create request; API errors become messages that say what to do."""
+        if self._create_missing_tags:
+            self._ensure_tags(spec.tags)
+        if self.ledger is not None:
+            self.ledger.record_intent(
+                name=spec.name,
+                project_id=self.project_id,
+                worker_id=self.owner.worker_id,
+                owner=f"{self.owner.worker_id}:{os.getpid()}",
+            )
+        try:
+            service = self.client.create_deployment_service(self.project_id, spec)
+        except ApiError as error:
+            raise ProvisioningError(self.explain_create_error(error, spec)) from error
+        if self.ledger is not None:
+            self.ledger.record_created(spec.name, service.id)
+        self.stats.created += 1
+        return service
+
+    def wait_ready(self, service: Service, *, timeout: float) -> Service:
+        """Poll until the deployment is COMPLETED; FAILED or the timeout raise with details."""
+        started = self._clock()
+        interval = FIRST_POLL
+        next_progress = started + PROGRESS_AFTER
+        while True:
+            if service.deployment_status == "COMPLETED":
+                return service
+            if service.deployment_status == "FAILED":
+                raise DeploymentFailed(self._not_ready_text(service, "its deployment FAILED"))
+            now = self._clock()
+            waited = now - started
+            if waited >= timeout:
+                raise ReadyTimeout(
+                    self._not_ready_text(service, f"it was not ready within {timeout:g} s")
+                    + "\nA slow cluster needs a longer wait: --nf-ready-timeout, ini "
+                    "nf_ready_timeout, or @pytest.mark.nf_sandbox(ready_timeout=...)."
+                )
+            if self.progress is not None and now >= next_progress:
+                status = service.deployment_status or "no status yet"
+                self.progress(
+                    f"waiting for sandbox {service.name}: {status} after {waited:.0f} s "
+                    f"(ready timeout {timeout:g} s)"
+                )
+                next_progress += PROGRESS_AFTER
+            self._sleep(min(interval, max(timeout - waited, 0.0)))
+            interval = min(interval * POLL_BACKOFF, MAX_POLL)
+            try:
+                service = self.client.get_service(self.project_id, service.id)
+            except ApiError as error:
+                raise ProvisioningError(
+                    f"while waiting for sandbox {service.name}: "
+                    + self.explain_api_error(error, "read", f"reading service {service.id}")
+                ) from error
+
+    def delete(self, sandbox: Sandbox) -> bool:
+        """Delete the sandbox's service; False when it was already gone."""
+        if sandbox.deleted:
+            return False
+        try:
+            existed = self.client.delete_service(self.project_id, sandbox.id)
+        except ApiError as error:
+            raise ProvisioningError(
+                f"could not delete sandbox {sandbox.name} (service {sandbox.id} in project "
+                f"{self.project_id}): "
+                + self.explain_api_error(error, "delete", f"deleting service {sandbox.id}")
+                + f"\nDelete it by hand: {sandbox.dashboard_url}"
+            ) from error
+        sandbox.deleted = True
+        with self._lock:
+            if sandbox in self.alive:
+                self.alive.remove(sandbox)
+        if self.ledger is not None:
+            self.ledger.record_deleted(sandbox.name)
+        self.stats.deleted += 1
+        return existed
+
+    def _ensure_tags(self, names: list[str]) -> None:
+        with self._lock:
+            missing = set(names) - self._known_tags
+            if not missing:
+                return
+            self._known_tags.update(tag.name for tag in self.client.list_tags())
+            for name in sorted(missing - self._known_tags):
+                self.client.create_tag(name)
+                self._known_tags.add(name)
+
+    # ---------------------------------------------------------------------- whole steps
+
+    def provision(
+        self,
+        options: SandboxOptions,
+        *,
+        hint: str,
+        current_test: Callable[[], str | None] = lambda: None,
+    ) -> Sandbox:
+        """Create a sandbox and wait until it is ready; a sandbox that fails is not left behind."""
+        spec = self.spec_for(options, hint)
+        started = self._clock()
+        service = self.create(spec)
+        sandbox = Sandbox(
+            self.client,
+            project_id=self.project_id,
+            service_id=service.id,
+            name=service.name or spec.name,
+            options=options,
+            dashboard_url=dashboard_url(
+                self.settings, self.client.base_url, self.project_id, service.id
+            ),
+            current_test=current_test,
+            deleter=self.delete,
+        )
+        try:
+            self.wait_ready(service, timeout=options.ready_timeout)
+        except ProvisioningError as error:
+            self.stats.failed += 1
+            raise type(error)(f"{error}{self._after_failure(sandbox)}") from error
+        sandbox.provisioning_seconds = self._clock() - started
+        self.stats.provisioning_seconds.append(sandbox.provisioning_seconds)
+        with self._lock:
+            self.alive.append(sandbox)
+        if self._register is not None:
+            self._register(sandbox)
+        return sandbox
+
+    def release(self, sandbox: Sandbox) -> None:
+        """End of the sandbox's scope: delete it, or keep it when its keep mode says so."""
+        if sandbox.deleted or sandbox.kept:
+            return
+        keep = sandbox.options.keep
+        if keep == "always" or (keep == "on-failure" and sandbox.failed_tests):
+            from pytest_northflank.reporting import KeptSandbox
+
+            sandbox.kept = True
+            with self._lock:
+                if sandbox in self.alive:
+                    self.alive.remove(sandbox)
+            self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
+            return
+        self.delete(sandbox)
+
+    def release_leftovers(self) -> None:
+        """Release every sandbox no scope released (made from a thread, say); report failures."""
+        errors = []
+        for sandbox in list(self.alive):
+            try:
+                self.release(sandbox)
+            except NorthflankError as error:
+                errors.append(str(error))
+        if errors:
+            raise ProvisioningError("\n".join(errors))
+
+    def _after_failure(self, sandbox: Sandbox) -> str:
+        """Delete a sandbox that never became ready (unless asked to keep), and say so."""
+        if sandbox.options.keep != "never":
+            from pytest_northflank.reporting import KeptSandbox
+
+            sandbox.kept = True
+            self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
+            return f"\nKept for inspection (keep={sandbox.options.keep}): {sandbox.dashboard_url}"
+        try:
+            self.delete(sandbox)
+        except ProvisioningError as error:
+            return f"\n{error}"
+        return "\nThe sandbox was deleted."
+
+    # ----------------------------------------------------------------------- messages
+
+    def _not_ready_text(self, service: Service, what: str) -> str:
+        status = service.deployment_status or "none"
+        reason = service.deployment_reason or "none given"
+        text = (
+            f"sandbox {service.name} (service {service.id} in project {self.project_id}) did not "
+            f"become ready: {what}; last status {status}, reason {reason}."
+        )
+        return text + self._log_tail(service.id)
+
+    def _log_tail(self, service_id: str) -> str:
+        try:
+            lines = self.client.fetch_logs(
+                self.project_id, service_id, line_limit=LOG_LINES_IN_ERRORS
+            )
+        except NorthflankError as error:
+            return f"\n(its logs could not be read: {error})"
+        if not lines:
+            return "\nIt wrote no log lines."
+        body = "\n".join(f"  {line.log}" for line in chronological(lines)[-LOG_LINES_IN_ERRORS:])
+        return f"\nLast log lines:\n{body}"
+
+    def explain_create_error(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
+        what = f"creating sandbox {spec.name} in project {self.project_id}"
+        message = (error.api_message or "").lower()
+        if isinstance(error, NotFoundError) and "tag" in message:
+            return self._unknown_tag_text(error, spec)
+        if "tagged as spot" in message or "spot nodes" in message:
+            return self._spot_text(error, spec)
+        if isinstance(error, NotFoundError):
+            return self._unknown_project_text(error)
+        if isinstance(error, ApiValidationError):
+            details = f"; details: {error.details}" if error.details else ""
+            return (
+                f"Northflank refused {what}: {error}{details}. The sandbox was: image "
+                f"{spec.image}, plan {spec.plan}, tags {list(spec.tags) or 'none'}."
+            )
+        return self.explain_api_error(error, "create", what)
+
+    def explain_api_error(self, error: ApiError, permission: str, what: str) -> str:
+        if isinstance(error, PermissionDeniedError):
+            return (
+                f"the API token may not do this ({what}): 403 {error.api_message}. Its API role "
+                f"needs the permission {PERMISSIONS[permission]}; add it to the token's role "
+                "under Team settings > API > Roles, or use a token that has it."
+            )
+        if isinstance(error, AuthenticationError):
+            return (
+                f"the API rejected the token from {self.settings.token_source or 'the emulator'} "
+                f"({what}): 401 {error.api_message}. Check that it is valid and not expired."
+            )
+        if isinstance(error, RateLimitedError):
+            reset = (
+                f"; the quota resets in {error.reset_after:.0f} s"
+                if error.reset_after is not None
+                else ""
+            )
+            return f"the API's hourly request quota is spent ({what}){reset}."
+        return f"{what} failed: {error}"
+
+    def _spot_text(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
+        head = (
+            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}". '
+            "The project's cluster has only spot nodes, so every service needs a tag whose "
+            "useSpotNodes is on"
+        )
+        tags_given = f" (the sandbox had tags: {', '.join(spec.tags)})" if spec.tags else ""
+        try:
+            spot = [tag.name for tag in self.client.list_tags() if tag.use_spot_nodes]
+        except PermissionDeniedError:
+            return (
+                f"{head}{tags_given}. The token cannot list tags (it needs "
+                f"{PERMISSIONS['tags']}); find the spot tag in the dashboard and pass it with "
+                "--nf-tag NAME (ini: nf_tags = NAME)."
+            )
+        except NorthflankError as list_error:
+            return f"{head}{tags_given}. (Listing the tags failed too: {list_error}.)"
+        if not spot:
+            return (
+                f"{head}{tags_given}. No tag of this account has useSpotNodes: create one in the "
+                "dashboard with 'Use spot nodes' on, then pass it with --nf-tag NAME "
+                "(ini: nf_tags = NAME)."
+            )
+        first = spot[0]
+        return (
+            f"{head}{tags_given}. Tags with useSpotNodes: {', '.join(spot)}. Use one: "
+            f"--nf-tag {first} (ini: nf_tags = {first}; marker: "
+            f"@pytest.mark.nf_sandbox(tags=[{first!r}]))."
+        )
+
+    def _unknown_tag_text(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
+        head = (
+            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}". '
+            f"Services may only carry tags that exist (the sandbox had: {', '.join(spec.tags)})"
+        )
+        try:
+            names = [
+                f"{tag.name} (useSpotNodes)" if tag.use_spot_nodes else tag.name
+                for tag in self.client.list_tags()
+            ]
+        except NorthflankError as list_error:
+            return f"{head}. (Listing the tags failed too: {list_error}.)"
+        listed = ", ".join(names) if names else "none"
+        return (
+            f"{head}. Tags of this account: {listed}. Fix --nf-tag / nf_tags or the marker's "
+            "tags=, or create the tag in the dashboard."
+        )
+
+    def _unknown_project_text(self, error: ApiError) -> str:
+        source = self.settings.source_of("project")
+        head = f"project {self.project_id!r} (from {source}) was not found ({error.api_message})."
+        try:
+            projects = self.client.list_projects()
+        except PermissionDeniedError:
+            return (
+                f"{head} The token cannot list projects either (it needs "
+                f"{PERMISSIONS['projects']}). Check the id in the dashboard URL."
+            )
+        except NorthflankError as list_error:
+            return f"{head} (Listing the projects failed too: {list_error}.)"
+        if not projects:
+            seen = "The token can see no project at all: is it a token of the right team?"
+        else:
+            listed = ", ".join(
+                f"{p.id} ({p.name})" if p.name and p.name != p.id else p.id for p in projects
+            )
+            seen = f"Projects this token can see: {listed}."
+        return (
+            f"{head} {seen} Set the project with --nf-project, the ini key nf_project or "
+            "NORTHFLANK_PROJECT_ID."
+        )

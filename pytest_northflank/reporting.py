@@ -1,0 +1,266 @@
+"""What the user reads: the header line, a failed test's sandbox section, the terminal summary."""
+
+from __future__ import annotations
+
+import shlex
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pytest
+
+    from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.plugin import PluginState
+    from pytest_northflank.sandbox import Sandbox
+    from pytest_northflank.settings import Settings
+
+# Commands shown per sandbox in a failure section, and log lines fetched for it.
+SECTION_COMMANDS = 30
+SECTION_LOG_LINES = 20
+
+
+def header_lines(settings: Settings) -> list[str]:
+    """One loud line: which backend, and what a sandbox is made of."""
+    common = (
+        f"image={settings.image} plan={settings.plan} "
+        f"tags={','.join(settings.tags) or '-'} command={shlex.quote(settings.command)} "
+        f"ready-timeout={settings.ready_timeout:g}s keep={settings.keep}"
+    )
+    if settings.backend_in_use == "emulator":
+        line = (
+            f"northflank: backend=emulator ({settings.backend_reason}) "
+            f"isolation={settings.emulator_isolation} "
+            f"ready-delay={settings.emulator_ready_delay:g}s {common}"
+        )
+    else:
+        line = (
+            f"northflank: backend=northflank ({settings.backend_reason}) "
+            f"api={settings.api_url} project={settings.project} team={settings.team or '-'} "
+            f"{common}"
+        )
+    return [line]
+
+
+# ------------------------------------------------------------------------------------------
+# Run statistics (per process; xdist workers send theirs to the controller as JSON)
+
+
+@dataclass
+class KeptSandbox:
+    """A sandbox left running on purpose, and how to reach and delete it."""
+
+    name: str
+    service_id: str
+    project_id: str
+    dashboard_url: str
+    backend: str
+    api_url: str
+    team: str | None
+    tests: list[str] = field(default_factory=list)
+    failed_tests: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, sandbox: Sandbox, settings: Settings) -> KeptSandbox:
+        return cls(
+            name=sandbox.name,
+            service_id=sandbox.id,
+            project_id=sandbox.project_id,
+            dashboard_url=sandbox.dashboard_url,
+            backend=settings.backend_in_use,
+            api_url=settings.api_url,
+            team=settings.team,
+            tests=list(sandbox.tests),
+            failed_tests=list(sandbox.failed_tests),
+        )
+
+
+@dataclass
+class RunStats:
+    """What this process did with sandboxes and the API."""
+
+    created: int = 0
+    deleted: int = 0
+    failed: int = 0
+    kept: list[KeptSandbox] = field(default_factory=list)
+    provisioning_seconds: list[float] = field(default_factory=list)
+    api_requests: int = 0
+    rate_limit_limit: int | None = None
+    rate_limit_remaining: int | None = None
+    rate_limit_reset_after: float | None = None
+    rate_limit_observed: float | None = None
+    emulator: dict[str, str] | None = None
+
+    def note_emulator(self, url: str, isolation: str, reason: str) -> None:
+        self.emulator = {"url": url, "isolation": isolation, "reason": reason}
+
+    def record_client(self, client: NorthflankClient) -> None:
+        self.api_requests += client.request_count
+        rate = client.rate_limit
+        if rate is not None:
+            observed = rate.observed_at.timestamp()
+            if self.rate_limit_observed is None or observed >= self.rate_limit_observed:
+                self.rate_limit_limit = rate.limit
+                self.rate_limit_remaining = rate.remaining
+                self.rate_limit_reset_after = rate.reset_after
+                self.rate_limit_observed = observed
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def merge(self, other: dict[str, Any]) -> None:
+        self.created += int(other.get("created", 0))
+        self.deleted += int(other.get("deleted", 0))
+        self.failed += int(other.get("failed", 0))
+        self.kept += [KeptSandbox(**kept) for kept in other.get("kept", [])]
+        self.provisioning_seconds += [float(s) for s in other.get("provisioning_seconds", [])]
+        self.api_requests += int(other.get("api_requests", 0))
+        observed = other.get("rate_limit_observed")
+        if observed is not None and (
+            self.rate_limit_observed is None or observed >= self.rate_limit_observed
+        ):
+            self.rate_limit_limit = other.get("rate_limit_limit")
+            self.rate_limit_remaining = other.get("rate_limit_remaining")
+            self.rate_limit_reset_after = other.get("rate_limit_reset_after")
+            self.rate_limit_observed = observed
+        if self.emulator is None and other.get("emulator"):
+            self.emulator = dict(other["emulator"])
+
+
+# ------------------------------------------------------------------------------------------
+# A failed test's section
+
+
+def sandboxes_used_by(item: pytest.Item, sandboxes: list[Sandbox]) -> list[Sandbox]:
+    """The sandboxes a test touched: made or used during it, or among its fixture values."""
+    from pytest_northflank.sandbox import Sandbox
+
+    in_fixtures = {
+        id(value) for value in getattr(item, "funcargs", {}).values() if isinstance(value, Sandbox)
+    }
+    return [s for s in sandboxes if item.nodeid in s.tests or id(s) in in_fixtures]
+
+
+def sandbox_section(nodeid: str, sandboxes: list[Sandbox]) -> str:
+    """The 'northflank sandbox' section of a failed test's report."""
+    parts = []
+    for sandbox in sandboxes:
+        lines = [
+            f"sandbox {sandbox.name} (service {sandbox.id}, project {sandbox.project_id}, "
+            f"image {sandbox.image}, plan {sandbox.plan})",
+            f"dashboard: {sandbox.dashboard_url}",
+        ]
+        mine = [record for record in sandbox.history if record.test == nodeid]
+        earlier = len(sandbox.history) - len(mine)
+        if mine:
+            lines.append("commands run by this test (exit code, seconds):")
+            shown = mine[-SECTION_COMMANDS:]
+            if len(mine) > len(shown):
+                lines.append(f"  ... {len(mine) - len(shown)} earlier commands not shown")
+            for record in shown:
+                outcome = (
+                    f"exit {record.exit_code}" if record.error is None else f"error: {record.error}"
+                )
+                lines.append(f"  [{outcome}, {record.duration:.2f}s] {record.command}")
+        else:
+            lines.append("no command was run in it by this test")
+        if earlier:
+            lines.append(f"({earlier} commands were run in it by other tests or fixtures)")
+        lines.extend(_log_tail(sandbox))
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _log_tail(sandbox: Sandbox) -> list[str]:
+    try:
+        log = sandbox.logs(SECTION_LOG_LINES)
+    except Exception as error:  # the report must not fail because the logs could not be read
+        return [f"logs unavailable: {error}"]
+    if not log:
+        return ["its main process wrote no log lines"]
+    return [f"last {len(log)} log lines of its main process:", *(f"  {line}" for line in log)]
+
+
+# ------------------------------------------------------------------------------------------
+# The terminal summary
+
+
+def write_summary(terminalreporter: Any, state: PluginState) -> None:
+    stats = RunStats()
+    if state.stats is not None:
+        stats.merge(state.stats.to_json())
+    for worker in state.worker_stats:
+        stats.merge(worker)
+    if not (stats.created or stats.api_requests or stats.kept or stats.failed):
+        return
+    write = terminalreporter.write_line
+    terminalreporter.write_sep("-", "northflank")
+    for line in summary_lines(stats):
+        write(line)
+    settings = state.settings
+    if stats.kept and settings is not None:
+        for line in kept_lines(stats.kept, settings):
+            write(line)
+
+
+def summary_lines(stats: RunStats) -> list[str]:
+    lines = []
+    if stats.emulator is not None:
+        lines.append(
+            f"embedded emulator at {stats.emulator['url']}, isolation "
+            f"{stats.emulator['isolation']} ({stats.emulator['reason']})"
+        )
+    counts = f"sandboxes: {stats.created} created, {stats.deleted} deleted, {len(stats.kept)} kept"
+    if stats.failed:
+        counts += f", {stats.failed} never became ready"
+    lines.append(counts)
+    if stats.provisioning_seconds:
+        lines.append(
+            f"provisioning time: median {statistics.median(stats.provisioning_seconds):.2f} s, "
+            f"max {max(stats.provisioning_seconds):.2f} s"
+        )
+    api = f"API requests: {stats.api_requests}"
+    if stats.rate_limit_remaining is not None:
+        api += f"; rate limit: {stats.rate_limit_remaining}"
+        if stats.rate_limit_limit is not None:
+            api += f" of {stats.rate_limit_limit}"
+        api += " remaining this hour"
+        if stats.rate_limit_reset_after is not None and stats.rate_limit_observed is not None:
+            left = stats.rate_limit_reset_after - (time.time() - stats.rate_limit_observed)
+            api += f" (resets in {max(left, 0):.0f} s)"
+    lines.append(api)
+    return lines
+
+
+def kept_lines(kept: list[KeptSandbox], settings: Settings) -> list[str]:
+    lines = [f"kept {len(kept)} sandbox{'es' if len(kept) != 1 else ''} (keep={settings.keep}):"]
+    for box in kept:
+        why = f"failed: {', '.join(box.failed_tests)}" if box.failed_tests else "kept as asked"
+        lines.append(f"  {box.name} (service {box.service_id}, project {box.project_id}; {why})")
+        lines.append(f"    dashboard: {box.dashboard_url}")
+        if box.backend == "northflank":
+            project_path = f"/v1/projects/{box.project_id}/services/{box.service_id}"
+            if box.team:
+                project_path = f"/v1/teams/{box.team}" + project_path.removeprefix("/v1")
+            lines.append(
+                f"    shell:  northflank exec service --project {box.project_id} "
+                f"--service {box.service_id}"
+            )
+            lines.append(
+                f"    delete: northflank delete service --project {box.project_id} "
+                f"--service {box.service_id}"
+            )
+            lines.append(
+                '        or: curl -X DELETE -H "Authorization: Bearer $NORTHFLANK_API_TOKEN" '
+                f"{box.api_url}{project_path}"
+            )
+    if any(box.backend == "emulator" for box in kept):
+        lines.append(
+            "  The embedded emulator stops with pytest, and its sandboxes with it. To keep one "
+            "for inspection, run a standalone emulator (python -m pytest_northflank.emulator "
+            "--port 8090 --token T) and point pytest at it: NORTHFLANK_API_TOKEN=T pytest "
+            "--nf-api-url http://127.0.0.1:8090 --nf-project default-project --nf-keep "
+            "on-failure"
+        )
+    return lines

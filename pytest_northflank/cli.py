@@ -1,0 +1,197 @@
+"""The ``pytest-northflank`` command: list and reap this tool's services, or serve the emulator.
+
+    pytest-northflank list --project my-project
+    pytest-northflank reap --run k3x9qa            # dry run: says what it would delete
+    pytest-northflank reap --expired --yes         # deletes those past their deadline
+    pytest-northflank emulator --port 8080         # Northflank on localhost
+
+Only services this tool created are ever listed or deleted: both the ``nft-<run>-`` name and
+the ``pytest-northflank run=<run> ...`` description must say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from pytest_northflank.errors import NorthflankError
+from pytest_northflank.ownership import ServiceOwner, parse_description
+
+if TYPE_CHECKING:
+    from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.client.models import ServiceSummary
+
+DEFAULT_API_URL = "https://api.northflank.com"
+TOKEN_VARIABLES = ("NORTHFLANK_API_TOKEN", "NF_API_TOKEN")
+
+
+class UsageError(Exception):
+    """A command-line mistake: printed as ``pytest-northflank: error: ...`` with exit code 2."""
+
+
+def _token() -> str:
+    for variable in TOKEN_VARIABLES:
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return value
+    raise UsageError(
+        "no API token: set NORTHFLANK_API_TOKEN (or NF_API_TOKEN); tokens are never read from flags"
+    )
+
+
+def _client(args: argparse.Namespace) -> NorthflankClient:
+    from pytest_northflank.client import NorthflankClient
+
+    return NorthflankClient(_token(), base_url=args.api_url, team_id=args.team)
+
+
+def _age(created: datetime | None, now: datetime) -> str:
+    if created is None:
+        return "?"
+    seconds = int((now - created).total_seconds())
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+
+
+def _ours(client: NorthflankClient, project: str) -> list[tuple[ServiceSummary, ServiceOwner]]:
+    found = []
+    for service in client.list_services(project):
+        owner = parse_description(service.name, service.description)
+        if owner is not None:
+            found.append((service, owner))
+    return found
+
+
+def _print_table(rows: list[tuple[ServiceSummary, ServiceOwner]], now: datetime) -> None:
+    header = ("SERVICE", "RUN", "WORKER", "AGE", "DEADLINE")
+    lines = [header] + [
+        (
+            service.id,
+            owner.run_id,
+            owner.worker_id,
+            _age(owner.created, now),
+            owner.deadline.strftime("%Y-%m-%d %H:%M UTC") if owner.deadline else "-",
+        )
+        for service, owner in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    now = datetime.now(timezone.utc)
+    with _client(args) as client:
+        rows = _ours(client, args.project)
+    if args.run:
+        rows = [row for row in rows if row[1].run_id == args.run]
+    if not rows:
+        print(f"no pytest-northflank services in project {args.project}")
+        return 0
+    _print_table(rows, now)
+    return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    if not (args.run or args.expired):
+        raise UsageError("reap needs --run RUN_ID or --expired (or both)")
+    now = datetime.now(timezone.utc)
+    with _client(args) as client:
+        rows = [
+            (service, owner)
+            for service, owner in _ours(client, args.project)
+            if (args.run is None or owner.run_id == args.run)
+            and (not args.expired or (owner.deadline is not None and owner.deadline < now))
+        ]
+        if not rows:
+            print("nothing to reap")
+            return 0
+        _print_table(rows, now)
+        if not args.yes:
+            print(f"dry run: {len(rows)} service(s) would be deleted; add --yes to delete them")
+            return 0
+        failures = 0
+        for service, _ in rows:
+            try:
+                client.delete_service(args.project, service.id)
+                print(f"deleted {service.id}")
+            except NorthflankError as exc:
+                failures += 1
+                print(f"could not delete {service.id}: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from pytest_northflank.emulator.__main__ import main as emulator_main
+
+    return emulator_main(args.emulator_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pytest-northflank",
+        description="List and reap pytest-northflank sandboxes, or serve the local emulator.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def api_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--project",
+            default=os.environ.get("NORTHFLANK_PROJECT_ID"),
+            help="project id (default: $NORTHFLANK_PROJECT_ID)",
+        )
+        sub.add_argument("--team", default=None, help="team id, for organisation-scoped tokens")
+        sub.add_argument(
+            "--api-url",
+            default=os.environ.get("NORTHFLANK_API_BASE_URL", DEFAULT_API_URL),
+            help="API base URL (default: $NORTHFLANK_API_BASE_URL or %(default)s)",
+        )
+        sub.add_argument("--run", default=None, help="only the services of this run id")
+
+    listing = commands.add_parser("list", help="list this tool's services with run, worker, age")
+    api_options(listing)
+    listing.set_defaults(handler=cmd_list)
+
+    reap = commands.add_parser(
+        "reap", help="delete this tool's services by run id or past their deadline"
+    )
+    api_options(reap)
+    reap.add_argument("--expired", action="store_true", help="only services past their deadline")
+    reap.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
+    reap.set_defaults(handler=cmd_reap)
+
+    emulator = commands.add_parser(
+        "emulator",
+        help="serve the Northflank emulator (options as python -m pytest_northflank.emulator)",
+    )
+    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
+    emulator.set_defaults(handler=cmd_emulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in ("list", "reap") and not args.project:
+            raise UsageError("no project: pass --project or set NORTHFLANK_PROJECT_ID")
+        return int(args.handler(args))
+    except UsageError as exc:
+        parser.error(str(exc))
+    except NorthflankError as exc:
+        print(f"pytest-northflank: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -174,7 +174,10 @@ class EmulatorServer:
 
     def _start_serving(self, runtime: ContainerRuntime) -> None:
         try:
-            sock = socket.create_server((self.host, self.port))
+            # Re-wrapping the fd reads proto=IPPROTO_TCP back from the kernel; asyncio only sets
+            # TCP_NODELAY on accepted sockets whose proto says TCP, and without it every
+            # keep-alive response (headers and body written apart) stalls ~40 ms on delayed ACK.
+            sock = socket.socket(fileno=socket.create_server((self.host, self.port)).detach())
         except OSError as exc:
             raise EmulatorError(f"cannot listen on {self.host}:{self.port}: {exc}") from None
         self._socket = sock

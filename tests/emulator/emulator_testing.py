@@ -51,12 +51,12 @@ def service_body(name: str, command: str | None = "sleep infinity", **extra: Any
 class Api:
     """Raw REST access to an emulator."""
 
-    def __init__(self, server: EmulatorServer, token: str | None = None) -> None:
-        self.server = server
+    def __init__(self, server: EmulatorServer | str, token: str | None = None) -> None:
+        """``server``: an EmulatorServer, or a URL (then ``token`` is required)."""
+        url = server if isinstance(server, str) else server.url
+        token = token or (None if isinstance(server, str) else server.token)
         self.http = httpx.Client(
-            base_url=server.url,
-            headers={"Authorization": f"Bearer {token or server.token}"},
-            timeout=30,
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
 
     def close(self) -> None:

@@ -96,6 +96,7 @@ class SandboxFactory:
 
         Keywords left out come from the settings (``--nf-image``, ``--nf-plan``, ...).
         """
+        __tracebackhide__ = True
         from pytest_northflank.settings import overrides_from
 
         given = {
@@ -116,6 +117,7 @@ class SandboxFactory:
 
     def create(self, overrides: SandboxOverrides | None, *, hint: str) -> Sandbox:
         """Provision with ``overrides`` on top of the settings, bound to the active scope."""
+        __tracebackhide__ = True
         from pytest_northflank.settings import apply_overrides
 
         options = self._settings.sandbox_options()
@@ -130,6 +132,7 @@ class SandboxFactory:
 
     def release(self, sandbox: Sandbox) -> None:
         """Delete ``sandbox``, or keep it if its keep mode says so."""
+        __tracebackhide__ = True
         self._provisioner.release(sandbox)
 
     def _bind_to_scope(self, sandbox: Sandbox) -> None:

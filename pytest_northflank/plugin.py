@@ -360,6 +360,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
 def pytest_fixture_setup(
     fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
 ) -> Generator[None, object, object]:
+    __tracebackhide__ = True
     stack = get_state(request.config).fixture_stack
     stack.append(FixtureContext(fixturedef, request))
     try:

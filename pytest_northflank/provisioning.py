@@ -213,6 +213,7 @@ class Provisioner:
 
     def create(self, spec: DeploymentServiceSpec) -> Service:
         """Send the create request; API errors become messages that say what to do."""
+        __tracebackhide__ = True  # users need the message, not our frames
         if self._create_missing_tags:
             self._ensure_tags(spec.tags)
         if self.ledger is not None:
@@ -225,7 +226,7 @@ class Provisioner:
         try:
             service = self.client.create_deployment_service(self.project_id, spec)
         except ApiError as error:
-            raise ProvisioningError(self.explain_create_error(error, spec)) from error
+            raise ProvisioningError(self.explain_create_error(error, spec)) from None
         if self.ledger is not None:
             self.ledger.record_created(spec.name, service.id)
         self.stats.created += 1
@@ -233,6 +234,7 @@ class Provisioner:
 
     def wait_ready(self, service: Service, *, timeout: float) -> Service:
         """Poll until the deployment is COMPLETED; FAILED or the timeout raise with details."""
+        __tracebackhide__ = True  # users need the message, not our frames
         started = self._clock()
         interval = FIRST_POLL
         next_progress = started + PROGRESS_AFTER
@@ -264,10 +266,11 @@ class Provisioner:
                 raise ProvisioningError(
                     f"while waiting for sandbox {service.name}: "
                     + self.explain_api_error(error, "read", f"reading service {service.id}")
-                ) from error
+                ) from None
 
     def delete(self, sandbox: Sandbox) -> bool:
         """Delete the sandbox's service; False when it was already gone."""
+        __tracebackhide__ = True  # users need the message, not our frames
         if sandbox.deleted:
             return False
         try:
@@ -278,7 +281,7 @@ class Provisioner:
                 f"{self.project_id}): "
                 + self.explain_api_error(error, "delete", f"deleting service {sandbox.id}")
                 + f"\nDelete it by hand: {sandbox.dashboard_url}"
-            ) from error
+            ) from None
         sandbox.deleted = True
         with self._lock:
             if sandbox in self.alive:
@@ -308,6 +311,7 @@ class Provisioner:
         current_test: Callable[[], str | None] = lambda: None,
     ) -> Sandbox:
         """Create a sandbox and wait until it is ready; a sandbox that fails is not left behind."""
+        __tracebackhide__ = True  # users need the message, not our frames
         spec = self.spec_for(options, hint)
         started = self._clock()
         service = self.create(spec)
@@ -327,7 +331,7 @@ class Provisioner:
             self.wait_ready(service, timeout=options.ready_timeout)
         except ProvisioningError as error:
             self.stats.failed += 1
-            raise type(error)(f"{error}{self._after_failure(sandbox)}") from error
+            raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
         sandbox.provisioning_seconds = self._clock() - started
         self.stats.provisioning_seconds.append(sandbox.provisioning_seconds)
         with self._lock:
@@ -338,6 +342,7 @@ class Provisioner:
 
     def release(self, sandbox: Sandbox) -> None:
         """End of the sandbox's scope: delete it, or keep it when its keep mode says so."""
+        __tracebackhide__ = True  # users need the message, not our frames
         if sandbox.deleted or sandbox.kept:
             return
         keep = sandbox.options.keep
@@ -403,7 +408,7 @@ class Provisioner:
     def explain_create_error(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
         what = f"creating sandbox {spec.name} in project {self.project_id}"
         message = (error.api_message or "").lower()
-        if isinstance(error, NotFoundError) and "tag" in message:
+        if "tag" in message and ("not found" in message or "does not exist" in message):
             return self._unknown_tag_text(error, spec)
         if "tagged as spot" in message or "spot nodes" in message:
             return self._spot_text(error, spec)
@@ -420,14 +425,14 @@ class Provisioner:
     def explain_api_error(self, error: ApiError, permission: str, what: str) -> str:
         if isinstance(error, PermissionDeniedError):
             return (
-                f"the API token may not do this ({what}): 403 {error.api_message}. Its API role "
-                f"needs the permission {PERMISSIONS[permission]}; add it to the token's role "
-                "under Team settings > API > Roles, or use a token that has it."
+                f"the API token may not do this ({what}): 403 {error.api_message}\n"
+                f"Its API role needs the permission {PERMISSIONS[permission]}: add it to the "
+                "token's API role (or template) in the dashboard, or use a token that has it."
             )
         if isinstance(error, AuthenticationError):
             return (
                 f"the API rejected the token from {self.settings.token_source or 'the emulator'} "
-                f"({what}): 401 {error.api_message}. Check that it is valid and not expired."
+                f"({what}): 401 {error.api_message}\nCheck that it is valid and not expired."
             )
         if isinstance(error, RateLimitedError):
             reset = (
@@ -439,39 +444,37 @@ class Provisioner:
         return f"{what} failed: {error}"
 
     def _spot_text(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
+        had = f" (this one had tags: {', '.join(spec.tags)})" if spec.tags else ""
         head = (
-            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}". '
+            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}".\n'
             "The project's cluster has only spot nodes, so every service needs a tag whose "
-            "useSpotNodes is on"
+            f"useSpotNodes is on{had}.\n"
         )
-        tags_given = f" (the sandbox had tags: {', '.join(spec.tags)})" if spec.tags else ""
         try:
             spot = [tag.name for tag in self.client.list_tags() if tag.use_spot_nodes]
         except PermissionDeniedError:
             return (
-                f"{head}{tags_given}. The token cannot list tags (it needs "
-                f"{PERMISSIONS['tags']}); find the spot tag in the dashboard and pass it with "
-                "--nf-tag NAME (ini: nf_tags = NAME)."
+                f"{head}The token cannot list tags (that needs {PERMISSIONS['tags']}): find the "
+                "spot tag in the dashboard and pass it with --nf-tag NAME (ini: nf_tags = NAME)."
             )
         except NorthflankError as list_error:
-            return f"{head}{tags_given}. (Listing the tags failed too: {list_error}.)"
+            return f"{head}(Listing the tags failed too: {list_error}.)"
         if not spot:
             return (
-                f"{head}{tags_given}. No tag of this account has useSpotNodes: create one in the "
-                "dashboard with 'Use spot nodes' on, then pass it with --nf-tag NAME "
-                "(ini: nf_tags = NAME)."
+                f"{head}No tag of this account has useSpotNodes: create one in the dashboard "
+                "with 'Use spot nodes' on, then pass it with --nf-tag NAME (ini: nf_tags = NAME)."
             )
         first = spot[0]
         return (
-            f"{head}{tags_given}. Tags with useSpotNodes: {', '.join(spot)}. Use one: "
-            f"--nf-tag {first} (ini: nf_tags = {first}; marker: "
+            f"{head}Tags with useSpotNodes: {', '.join(spot)}.\n"
+            f"Use one: --nf-tag {first} (ini: nf_tags = {first}; marker: "
             f"@pytest.mark.nf_sandbox(tags=[{first!r}]))."
         )
 
     def _unknown_tag_text(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
         head = (
-            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}". '
-            f"Services may only carry tags that exist (the sandbox had: {', '.join(spec.tags)})"
+            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}".\n'
+            f"Services may only carry tags that exist (this one had: {', '.join(spec.tags)}).\n"
         )
         try:
             names = [
@@ -479,25 +482,24 @@ class Provisioner:
                 for tag in self.client.list_tags()
             ]
         except NorthflankError as list_error:
-            return f"{head}. (Listing the tags failed too: {list_error}.)"
-        listed = ", ".join(names) if names else "none"
+            return f"{head}(Listing the tags failed too: {list_error}.)"
         return (
-            f"{head}. Tags of this account: {listed}. Fix --nf-tag / nf_tags or the marker's "
-            "tags=, or create the tag in the dashboard."
+            f"{head}Tags of this account: {', '.join(names) or 'none'}.\n"
+            "Fix --nf-tag / nf_tags or the marker's tags=, or create the tag in the dashboard."
         )
 
     def _unknown_project_text(self, error: ApiError) -> str:
         source = self.settings.source_of("project")
-        head = f"project {self.project_id!r} (from {source}) was not found ({error.api_message})."
+        head = f"project {self.project_id!r} (from {source}) was not found: {error.api_message}\n"
         try:
             projects = self.client.list_projects()
         except PermissionDeniedError:
             return (
-                f"{head} The token cannot list projects either (it needs "
-                f"{PERMISSIONS['projects']}). Check the id in the dashboard URL."
+                f"{head}The token cannot list projects either (that needs "
+                f"{PERMISSIONS['projects']}); check the id in the dashboard URL."
             )
         except NorthflankError as list_error:
-            return f"{head} (Listing the projects failed too: {list_error}.)"
+            return f"{head}(Listing the projects failed too: {list_error}.)"
         if not projects:
             seen = "The token can see no project at all: is it a token of the right team?"
         else:
@@ -506,6 +508,6 @@ class Provisioner:
             )
             seen = f"Projects this token can see: {listed}."
         return (
-            f"{head} {seen} Set the project with --nf-project, the ini key nf_project or "
+            f"{head}{seen}\nSet the project with --nf-project, the ini key nf_project or "
             "NORTHFLANK_PROJECT_ID."
         )

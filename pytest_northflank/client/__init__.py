@@ -293,7 +293,7 @@ class NorthflankClient:
         service_id: str,
         *,
         timeout: float = 300.0,
-        poll_interval: float = 0.5,
+        poll_interval: float = 1.0,
         max_poll_interval: float = 5.0,
     ) -> Service:
         """Poll until the deployment is COMPLETED and return the service.

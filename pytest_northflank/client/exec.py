@@ -14,13 +14,16 @@ waiting ``TIMEOUT_GRACE`` seconds after that and closes the socket. The image th
 from __future__ import annotations
 
 import contextlib
+import inspect
 import shlex
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 import websockets.exceptions as ws_errors
 from websockets.sync.client import ClientConnection, connect
@@ -67,6 +70,7 @@ _HANDSHAKE_ATTEMPTS = 3
 _HANDSHAKE_DELAY = 0.5
 _RETRYABLE_UPGRADE = (502, 503, 504)
 _DESCRIBE_LIMIT = 200
+_CONNECT_TAKES_PROXY = "proxy" in inspect.signature(connect).parameters
 
 
 @dataclass
@@ -180,6 +184,11 @@ class ExecConnector:
         self.team_id = team_id
         self.open_timeout = open_timeout
         self.ws_base = _http_to_ws(rest.base_url)
+        # websockets >= 15 looks proxies up in the environment on every connect (a scan of all
+        # variables); the answer does not change, so look once.
+        self._options: dict[str, Any] = {}
+        if _CONNECT_TAKES_PROXY and not urllib.request.getproxies():
+            self._options["proxy"] = None
 
     def __repr__(self) -> str:
         return f"ExecConnector(ws_base={self.ws_base!r}, team_id={self.team_id!r})"
@@ -196,13 +205,14 @@ class ExecConnector:
         for attempt in range(_HANDSHAKE_ATTEMPTS):
             last = attempt == _HANDSHAKE_ATTEMPTS - 1
             try:
-                conn = connect(
+                conn: ClientConnection = connect(
                     url,
                     open_timeout=self.open_timeout,
                     close_timeout=5,
                     compression=None,  # base64 payloads: deflate costs CPU for ~25%
                     max_size=_MAX_MESSAGE,
                     user_agent_header=self._rest.user_agent,
+                    **self._options,
                 )
                 # Entering marks the connection as managed (websockets >= 17.1 warns about
                 # bare connect() otherwise); callers close it explicitly.

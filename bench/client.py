@@ -1,0 +1,436 @@
+"""Benchmark: our client beside the official Python SDK (northflank 2.1.0), on one emulator.
+
+    python bench/client.py            # full run: files up to 512 MiB (needs ~3 GiB free in /tmp)
+    python bench/client.py --quick    # files up to 64 MiB
+
+One ``EmulatorServer`` runs in this process; every measured case runs in a fresh subprocess
+(``--worker``), so peak-RSS figures (``ru_maxrss`` after minus before the operation, after a
+warm-up) never mix. Results are checked (sha256 of what arrived) outside the timed part.
+The table is printed and saved to ``bench/results-client.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+PROJECT = "default-project"
+MiB = 1024 * 1024
+EXEC_ROUNDS = 200
+REST_ROUNDS = 200
+READY_DELAYS = (6.0, 30.0)  # seconds from create to COMPLETED (--quick: the first only)
+TREE_FILES = 2000
+RESULTS = Path(__file__).with_name("results-client.md")
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _quiet_sdk_warnings() -> None:
+    import warnings
+
+    # The SDK opens session WebSockets without a context manager; websockets >= 17.1 warns.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def _ours(job: dict[str, Any]) -> Any:
+    from pytest_northflank.client import NorthflankClient
+
+    return NorthflankClient(job["token"], base_url=job["url"])
+
+
+def _sdk(job: dict[str, Any]) -> Any:
+    _quiet_sdk_warnings()
+    import northflank
+
+    return northflank.ApiClient(api_token=job["token"], base_url=job["url"])
+
+
+def _operation(job: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(warm-up, measured operation) for one job."""
+    impl, case, service = job["impl"], job["case"], job["service"]
+    client = _ours(job) if impl == "ours" else _sdk(job)
+
+    def exec_true() -> Any:
+        if impl == "ours":
+            return client.run(PROJECT, service, ["true"])
+        return client.exec.run_service_command(
+            project_id=PROJECT, service_id=service, command=["true"]
+        )
+
+    if case == "exec":
+
+        def rounds() -> list[float]:
+            times = []
+            for _ in range(EXEC_ROUNDS):
+                started = time.perf_counter()
+                result = exec_true()
+                times.append(time.perf_counter() - started)
+                assert result.exit_code == 0
+            return times
+
+        return exec_true, rounds
+
+    if case == "rest":
+
+        def get_service() -> Any:
+            if impl == "ours":
+                return client.get_service(PROJECT, service)
+            return client.get.service(project_id=PROJECT, service_id=service)
+
+        def rest_rounds() -> list[float]:
+            times = []
+            for _ in range(REST_ROUNDS):
+                started = time.perf_counter()
+                get_service()
+                times.append(time.perf_counter() - started)
+            return times
+
+        return get_service, rest_rounds
+
+    if case == "create":
+        return (lambda: None), (lambda: _create_and_wait(job, client))
+
+    if case == "upload":
+
+        def upload() -> Any:
+            if impl == "ours":
+                return client.upload(PROJECT, service, job["local"], job["remote"])
+            return client.files.upload(
+                project_id=PROJECT, service_id=service, local_path=job["local"],
+                remote_path=job["remote"], timeout=1800,
+            )  # fmt: skip
+
+        return exec_true, upload
+
+    if case == "download":
+
+        def download() -> Any:
+            if impl == "ours":
+                return client.download(PROJECT, service, job["remote"], job["local"])
+            return client.files.download(
+                project_id=PROJECT, service_id=service, remote_path=job["remote"],
+                local_path=job["local"], timeout=1800,
+            )  # fmt: skip
+
+        return exec_true, download
+
+    raise SystemExit(f"unknown case {case!r}")
+
+
+def _create_and_wait(job: dict[str, Any], client: Any) -> dict[str, Any]:
+    """Requests and seconds for one create plus the wait until COMPLETED."""
+    name = job["name"]
+    spec = {
+        "name": name,
+        "billing": {"deploymentPlan": "nf-compute-20"},
+        "deployment": {
+            "instances": 1,
+            "external": {"imagePath": "ubuntu:22.04"},
+            "docker": {"configType": "customCommand", "customCommand": "sleep infinity"},
+        },
+    }
+    started = time.perf_counter()
+    if job["impl"] == "ours":
+        from pytest_northflank.client import DeploymentServiceSpec
+
+        before = client.request_count
+        created = client.create_deployment_service(
+            PROJECT, DeploymentServiceSpec(name=name, command="sleep infinity")
+        )
+        client.wait_for_service_ready(PROJECT, created.id)
+        requests = client.request_count - before
+    else:
+        import northflank.endpoint as endpoint
+
+        sent = 0
+        original = endpoint._send_via_stdlib
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal sent
+            sent += 1
+            return original(*args, **kwargs)
+
+        endpoint._send_via_stdlib = counting  # type: ignore[assignment]
+        created = client.create.service.deployment(project_id=PROJECT, data=spec).data
+        client.helpers.wait_for_service_ready(project_id=PROJECT, service_id=created["id"])
+        requests = sent
+    return {"requests": requests, "seconds": time.perf_counter() - started}
+
+
+def worker(job: dict[str, Any]) -> None:
+    warm_up, operation = _operation(job)
+    warm_up()
+    before = _peak_rss_mib()
+    started = time.perf_counter()
+    value = operation()
+    seconds = time.perf_counter() - started
+    if not isinstance(value, (list, dict)):
+        value = None
+    growth = _peak_rss_mib() - before
+    print(json.dumps({"seconds": seconds, "rss_growth_mib": growth, "value": value}))
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(4 * MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _random_file(path: Path, size: int) -> None:
+    with open(path, "wb") as handle:
+        remaining = size
+        while remaining:
+            piece = min(remaining, 4 * MiB)
+            handle.write(os.urandom(piece))
+            remaining -= piece
+
+
+def _source_tree(root: Path) -> int:
+    """``TREE_FILES`` small text files in nested packages, like a repository checkout."""
+    total = 0
+    for i in range(TREE_FILES):
+        folder = root / f"pkg{i % 20}" / f"mod{i % 7}"
+        folder.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"line_{i}_{j} = {j * i}\n" for j in range(20 + i % 200))
+        (folder / f"file_{i}.py").write_text(text)
+        total += len(text)
+    return total
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class Bench:
+    def __init__(self, quick: bool) -> None:
+        from pytest_northflank.client import DeploymentServiceSpec, NorthflankClient
+        from pytest_northflank.emulator import EmulatorServer
+
+        self.quick = quick
+        self.work = Path(tempfile.mkdtemp(prefix="nf-bench-"))
+        self.server = EmulatorServer().start()
+        self.nf = NorthflankClient(self.server.token, base_url=self.server.url)
+        created = self.nf.create_deployment_service(
+            PROJECT, DeploymentServiceSpec(name="bench target", command="sleep infinity")
+        )
+        self.service = self.nf.wait_for_service_ready(PROJECT, created.id, poll_interval=0.05).id
+        self.isolation = self.server.isolation
+        self.rows: list[tuple[str, str, str, str]] = []
+        self.notes: list[str] = []
+
+    def close(self) -> None:
+        self.nf.close()
+        self.server.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def remote(self, command: str) -> str:
+        result = self.nf.run(PROJECT, self.service, command)
+        if not result.ok:
+            raise RuntimeError(f"{command}: {result.stderr_text}")
+        return result.stdout_text
+
+    def job(self, impl: str, case: str, **extra: Any) -> dict[str, Any]:
+        job = {
+            "impl": impl,
+            "case": case,
+            "url": self.server.url,
+            "token": self.server.token,
+            "service": self.service,
+            **extra,
+        }
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=3600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{impl} {case} failed:\n{done.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    def add(self, what: str, ours: str, sdk: str, ratio: str) -> None:
+        self.rows.append((what, ours, sdk, ratio))
+        print(f"  {what:<44} ours {ours:>22}   SDK {sdk:>22}   {ratio}", flush=True)
+
+    # ------------------------------------------------------------------ cases
+
+    def exec_latency(self) -> None:
+        medians = {}
+        p90 = {}
+        for impl in ("ours", "sdk"):
+            times = sorted(self.job(impl, "exec")["value"])
+            medians[impl] = statistics.median(times) * 1000
+            p90[impl] = times[int(len(times) * 0.9)] * 1000
+        self.add(
+            f"exec `true`, median of {EXEC_ROUNDS} (p90)",
+            f"{medians['ours']:.1f} ms ({p90['ours']:.1f})",
+            f"{medians['sdk']:.1f} ms ({p90['sdk']:.1f})",
+            f"{medians['sdk'] / medians['ours']:.2f}x faster",
+        )
+
+    def rest_latency(self) -> None:
+        medians = {
+            impl: statistics.median(self.job(impl, "rest")["value"]) * 1000
+            for impl in ("ours", "sdk")
+        }
+        self.add(
+            f"REST get service, median of {REST_ROUNDS}",
+            f"{medians['ours']:.2f} ms",
+            f"{medians['sdk']:.2f} ms",
+            f"{medians['sdk'] / medians['ours']:.2f}x faster",
+        )
+
+    def create_and_wait(self, delay: float) -> None:
+        self.server.control.set_ready(delay=delay)
+        results = {}
+        try:
+            for impl in ("ours", "sdk"):
+                results[impl] = self.job(impl, "create", name=f"bench create {impl}")["value"]
+        finally:
+            self.server.control.set_ready(delay=0)
+            for service in self.nf.list_services(PROJECT):
+                if service.name.startswith("bench create"):
+                    self.nf.delete_service(PROJECT, service.id)
+        ours, sdk = results["ours"], results["sdk"]
+        self.add(
+            f"create + wait ready, {delay:g} s deploy: REST requests",
+            f"{ours['requests']} req, ready seen at {ours['seconds']:.1f} s",
+            f"{sdk['requests']} req, ready seen at {sdk['seconds']:.1f} s",
+            f"{sdk['requests'] / ours['requests']:.2f}x fewer",
+        )
+
+    def transfer(self, label: str, size: int, local: Path, is_tree: bool) -> None:
+        expected = _tree_digest(local) if is_tree else _sha256(local)
+        up: dict[str, dict[str, Any]] = {}
+        down: dict[str, dict[str, Any]] = {}
+        for impl in ("ours", "sdk"):
+            remote_dir = f"/tmp/bench-{impl}"
+            self.remote(f"rm -rf {remote_dir} && mkdir -p {remote_dir}")
+            remote = f"{remote_dir}/tree" if is_tree else f"{remote_dir}/data.bin"
+            up[impl] = self.job(impl, "upload", local=str(local), remote=remote)
+            if is_tree:
+                count = self.remote(f"find {remote} -type f | wc -l").strip()
+                assert count == str(TREE_FILES), (impl, count)
+            else:
+                digest = self.remote(f"sha256sum {remote}").split()[0]
+                assert digest == expected, f"{impl} upload corrupted {label}"
+            target = self.work / f"down-{impl}"
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            local_target = target / "tree" if is_tree else target / "data.bin"
+            down[impl] = self.job(impl, "download", local=str(local_target), remote=remote)
+            got = _tree_digest(local_target) if is_tree else _sha256(local_target)
+            assert got == expected, f"{impl} download corrupted {label}"
+            shutil.rmtree(target, ignore_errors=True)
+            self.remote(f"rm -rf {remote_dir}")
+        for direction, results in (("upload", up), ("download", down)):
+            rate = {impl: size / MiB / results[impl]["seconds"] for impl in results}
+            rss = {impl: results[impl]["rss_growth_mib"] for impl in results}
+            self.add(
+                f"{direction} {label}",
+                f"{rate['ours']:.1f} MiB/s, +{rss['ours']:.0f} MiB",
+                f"{rate['sdk']:.1f} MiB/s, +{rss['sdk']:.0f} MiB",
+                f"{rate['ours'] / rate['sdk']:.2f}x throughput",
+            )
+
+    def run(self) -> None:
+        print(f"emulator {self.server.url} ({self.server.isolation})", flush=True)
+        self.exec_latency()
+        self.rest_latency()
+        for delay in READY_DELAYS[:1] if self.quick else READY_DELAYS:
+            self.create_and_wait(delay)
+        sizes = [1, 64] if self.quick else [1, 64, 512]
+        for mib in sizes:
+            path = self.work / f"random-{mib}.bin"
+            _random_file(path, mib * MiB)
+            self.transfer(f"{mib} MiB random", mib * MiB, path, is_tree=False)
+            path.unlink()
+        tree = self.work / "tree"
+        tree_bytes = _source_tree(tree)
+        self.transfer(
+            f"tree: {TREE_FILES} files, {tree_bytes / MiB:.1f} MiB", tree_bytes, tree, True
+        )
+
+    def table(self) -> str:
+        import northflank
+
+        from pytest_northflank import __version__
+
+        lines = [
+            "# Client benchmark: pytest-northflank client vs the official SDK",
+            "",
+            f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `python bench/client.py"
+            f"{' --quick' if self.quick else ''}`: pytest-northflank {__version__}, northflank "
+            f"SDK {getattr(northflank, '__version__', '2.1.0')}, Python "
+            f"{platform.python_version()}, {os.cpu_count()} CPUs, emulator isolation "
+            f"`{self.isolation}`. One emulator in the benchmark process; each case in a "
+            "fresh subprocess. RSS = growth of peak RSS (`ru_maxrss`) during the operation.",
+            "",
+            "| case | ours | official SDK | ours vs SDK |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {what} | {ours} | {sdk} | {ratio} |" for what, ours, sdk, ratio in self.rows]
+        lines += ["", *self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="files up to 64 MiB only")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to save the table")
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    needed = (200 if args.quick else 1600) * MiB
+    if free < needed:
+        raise SystemExit(f"need {needed // MiB} MiB free in {tempfile.gettempdir()}, have "
+                         f"{free // MiB} MiB")  # fmt: skip
+    bench = Bench(args.quick)
+    try:
+        bench.run()
+    finally:
+        bench.close()
+    table = bench.table()
+    print()
+    print(table)
+    args.out.write_text(table)
+    print(f"saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

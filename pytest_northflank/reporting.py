@@ -90,10 +90,11 @@ class RunStats:
     rate_limit_remaining: int | None = None
     rate_limit_reset_after: float | None = None
     rate_limit_observed: float | None = None
-    emulator: dict[str, str] | None = None
+    # The embedded emulators started (one per process: xdist workers each have their own).
+    emulators: list[dict[str, str]] = field(default_factory=list)
 
     def note_emulator(self, url: str, isolation: str, reason: str) -> None:
-        self.emulator = {"url": url, "isolation": isolation, "reason": reason}
+        self.emulators.append({"url": url, "isolation": isolation, "reason": reason})
 
     def record_client(self, client: NorthflankClient) -> None:
         self.api_requests += client.request_count
@@ -124,8 +125,7 @@ class RunStats:
             self.rate_limit_remaining = other.get("rate_limit_remaining")
             self.rate_limit_reset_after = other.get("rate_limit_reset_after")
             self.rate_limit_observed = observed
-        if self.emulator is None and other.get("emulator"):
-            self.emulator = dict(other["emulator"])
+        self.emulators += [dict(emulator) for emulator in other.get("emulators", [])]
 
 
 # ------------------------------------------------------------------------------------------
@@ -206,10 +206,13 @@ def write_summary(terminalreporter: Any, state: PluginState) -> None:
 
 def summary_lines(stats: RunStats) -> list[str]:
     lines = []
-    if stats.emulator is not None:
+    modes = sorted({(e["isolation"], e["reason"]) for e in stats.emulators})
+    isolation = "; ".join(f"isolation {mode} ({reason})" for mode, reason in modes)
+    if len(stats.emulators) == 1:
+        lines.append(f"embedded emulator at {stats.emulators[0]['url']}, {isolation}")
+    elif stats.emulators:
         lines.append(
-            f"embedded emulator at {stats.emulator['url']}, isolation "
-            f"{stats.emulator['isolation']} ({stats.emulator['reason']})"
+            f"embedded emulators: {len(stats.emulators)} (one per xdist worker), {isolation}"
         )
     counts = f"sandboxes: {stats.created} created, {stats.deleted} deleted, {len(stats.kept)} kept"
     if stats.failed:

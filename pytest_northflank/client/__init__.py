@@ -293,8 +293,8 @@ class NorthflankClient:
         service_id: str,
         *,
         timeout: float = 300.0,
-        poll_interval: float = 1.0,
-        max_poll_interval: float = 5.0,
+        poll_interval: float = 1.5,
+        max_poll_interval: float = 6.0,
     ) -> Service:
         """Poll until the deployment is COMPLETED and return the service.
 

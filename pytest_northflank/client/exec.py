@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -42,7 +42,7 @@ from pytest_northflank.client.frames import (
     encode_stdin_end,
 )
 from pytest_northflank.client.rest import RestTransport, api_error, quote
-from pytest_northflank.errors import CommandTimeout, ExecError, NorthflankError, TransportError
+from pytest_northflank.errors import CommandTimeout, ExecError, TransportError
 
 __all__ = [
     "FRAME_BYTES",
@@ -563,26 +563,16 @@ def _close_code(exc: ws_errors.ConnectionClosed) -> str:
     return f"{int(frame.code)}{reason}"
 
 
-@dataclass
-class _Feeder:
-    """Writes stdin on a thread so a command that answers while reading cannot deadlock us."""
-
-    session: ExecSession
-    data: bytes
-    error: BaseException | None = None
-    thread: threading.Thread = field(init=False)
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._run, name="nf-exec-stdin", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.session.write(self.data)
-            self.session.close_stdin()
-        except NorthflankError as exc:
-            if not self.session.finished:  # a command may exit without reading its stdin
-                self.error = exc
+def _feed(session: ExecSession, data: bytes | None) -> None:
+    """Write ``data`` (if any) and EOF. A command may finish, or the connection drop, before
+    its stdin is consumed; that is not an error of its own: the completion frame (or its
+    absence, reported by ``wait``) says how the command ended."""
+    try:
+        if data:
+            session.write(data)
+        session.close_stdin()
+    except ExecError:
+        pass
 
 
 def run_command(
@@ -604,15 +594,15 @@ def run_command(
     session = connector.start(
         project_id, service_id, wire, wait_for_init=False, description=description
     )
-    feeder: _Feeder | None = None
+    feeder: threading.Thread | None = None
     try:
-        if input is None or len(input) == 0:
-            session.close_stdin()
-        elif len(input) <= FRAME_BYTES:
-            session.write(input)
-            session.close_stdin()
+        if input is None or len(input) <= FRAME_BYTES:
+            _feed(session, input)
         else:
-            feeder = _Feeder(session, input)
+            # On a thread, so a command that writes while it reads cannot deadlock us.
+            feeder = threading.Thread(
+                target=_feed, args=(session, input), name="nf-exec-stdin", daemon=True
+            )
             feeder.start()
         wait_limit = None if timeout is None else timeout + _KILL_AFTER + TIMEOUT_GRACE
         result = session.wait(timeout=wait_limit)
@@ -628,9 +618,7 @@ def run_command(
     finally:
         session.close()
         if feeder is not None:
-            feeder.thread.join()
-    if feeder is not None and feeder.error is not None:
-        raise feeder.error
+            feeder.join()
     # `timeout` exits 124 (SIGTERM worked) or 137 (SIGKILL needed). The client-side clock runs
     # longer than the remote one, so a command that exited 124 on its own before the limit is
     # not mistaken for a timeout.

@@ -18,6 +18,7 @@ Path semantics (like ``cp`` for files, like ``rsync src/ dst/`` for directories)
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
@@ -299,7 +300,10 @@ def download(
         destination = local / name if local.is_dir() else local
 
     session = connector.start(project_id, service_id, argv, description=f"tar -c {remote_path}")
-    session.close_stdin()  # tar -c reads no stdin; EOF up front keeps any proxy from waiting
+    # tar -c reads no stdin; EOF up front keeps any proxy from waiting for it. If the
+    # connection already ended, reading says how.
+    with contextlib.suppress(ExecError):
+        session.close_stdin()
     reader = _StdoutReader(session, deadline)
     stream = io.BufferedReader(reader, buffer_size=256 * 1024)
     try:

@@ -6,9 +6,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from client_helpers import PROJECT, unique_name
+from client_helpers import PROJECT, start_service
 
-from pytest_northflank.client import DeploymentServiceSpec, NorthflankClient, Service
+from pytest_northflank.client import NorthflankClient, Service
 
 
 @pytest.fixture(scope="session")
@@ -18,12 +18,11 @@ def nf(emulator: Any) -> Iterator[NorthflankClient]:
         yield client
 
 
-def start_service(nf: NorthflankClient, prefix: str, **spec: Any) -> Service:
-    spec.setdefault("command", "sleep infinity")
-    service = nf.create_deployment_service(
-        PROJECT, DeploymentServiceSpec(name=unique_name(prefix), **spec)
-    )
-    return nf.wait_for_service_ready(PROJECT, service.id, timeout=60, poll_interval=0.05)
+@pytest.fixture
+def nf_clean(emulator_clean: Any) -> Iterator[NorthflankClient]:
+    """Our client on the emulator reset for this test: the place for fault injection."""
+    with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

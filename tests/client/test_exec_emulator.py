@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from client_helpers import PROJECT
+from client_helpers import PROJECT, start_service
 
 from pytest_northflank.client import NorthflankClient, Service
 from pytest_northflank.errors import CommandTimeout, ExecError
@@ -79,21 +79,21 @@ def test_timeout_not_reached_returns_normally(nf: NorthflankClient, service: Ser
     assert nf.run(PROJECT, service.id, "echo quick", timeout=30).stdout == b"quick\n"
 
 
-def test_exit_code_sent_as_a_string(emulator: Any, nf: NorthflankClient, service: Service) -> None:
-    emulator.control.exit_code_as_string(True)
-    try:
-        result = nf.run(PROJECT, service.id, "exit 42")
-    finally:
-        emulator.control.exit_code_as_string(False)
+def test_exit_code_sent_as_a_string(emulator_clean: Any, nf_clean: NorthflankClient) -> None:
+    service = start_service(nf_clean, "c-strcode")
+    emulator_clean.control.exit_code_as_string(True)
+    result = nf_clean.run(PROJECT, service.id, "exit 42")
     assert result.exit_code == 42
+    assert result.status == "Failure"
 
 
 def test_connection_dropped_before_completion(
-    emulator: Any, nf: NorthflankClient, service: Service
+    emulator_clean: Any, nf_clean: NorthflankClient
 ) -> None:
-    emulator.control.drop_next_exec(after_frames=1)
+    service = start_service(nf_clean, "c-drop")
+    emulator_clean.control.drop_next_exec(after_frames=1)
     with pytest.raises(ExecError, match="before the command reported completion"):
-        nf.run(PROJECT, service.id, "echo one; sleep 1; echo two")
+        nf_clean.run(PROJECT, service.id, "echo one; sleep 1; echo two")
 
 
 def test_session_streams_and_takes_stdin(nf: NorthflankClient, service: Service) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from client_helpers import PROJECT, unique_name
+from client_helpers import PROJECT, start_service, unique_name
 
 from pytest_northflank.client import DeploymentServiceSpec, NorthflankClient, Service
 from pytest_northflank.errors import (
@@ -93,97 +93,81 @@ def test_server_side_validation_error_carries_details(nf: NorthflankClient) -> N
     assert info.value.details
 
 
-def test_failed_deployment_raises(emulator: Any, nf: NorthflankClient) -> None:
-    emulator.control.set_ready(fail=True)
-    try:
-        service = nf.create_deployment_service(
-            PROJECT, DeploymentServiceSpec(name=unique_name("c-fail"), command="sleep infinity")
-        )
-        with pytest.raises(DeploymentFailed):
-            nf.wait_for_service_ready(PROJECT, service.id, timeout=30, poll_interval=0.05)
-    finally:
-        emulator.control.clear_faults()
-    nf.delete_service(PROJECT, service.id)
+def test_failed_deployment_raises(emulator_clean: Any, nf_clean: NorthflankClient) -> None:
+    emulator_clean.control.set_ready(fail=True)
+    service = nf_clean.create_deployment_service(
+        PROJECT, DeploymentServiceSpec(name=unique_name("c-fail"), command="sleep infinity")
+    )
+    with pytest.raises(DeploymentFailed, match=f"service {service.id} deployment FAILED"):
+        nf_clean.wait_for_service_ready(PROJECT, service.id, timeout=30, poll_interval=0.05)
 
 
 def test_ambiguous_create_that_succeeded_is_adopted_not_duplicated(
-    emulator: Any, nf: NorthflankClient
+    emulator_clean: Any, nf_clean: NorthflankClient
 ) -> None:
-    emulator.control.fail_next_creates(1, 503, "gateway hiccup", after_create=True)
+    emulator_clean.control.fail_next_creates(1, 503, "gateway hiccup", after_create=True)
     name = unique_name("c-adopt")
-    before = nf.request_count
-    try:
-        service = nf.create_deployment_service(PROJECT, DeploymentServiceSpec(name=name))
-    finally:
-        emulator.control.clear_faults()
+    service = nf_clean.create_deployment_service(PROJECT, DeploymentServiceSpec(name=name))
     # One create, one listing, one read of the adopted service: the create was not resent.
-    assert nf.request_count - before == 3
+    assert nf_clean.request_count == 3
     assert service.name == name
-    assert [s.name for s in nf.list_services(PROJECT)].count(name) == 1
-    nf.delete_service(PROJECT, service.id)
+    assert [s.name for s in nf_clean.list_services(PROJECT)] == [name]
 
 
 def test_ambiguous_create_that_failed_is_sent_once_more(
-    emulator: Any, nf: NorthflankClient
+    emulator_clean: Any, nf_clean: NorthflankClient
 ) -> None:
-    emulator.control.fail_next_creates(1, 500, "boom")
+    emulator_clean.control.fail_next_creates(1, 500, "boom")
     name = unique_name("c-retry")
-    try:
-        service = nf.create_deployment_service(PROJECT, DeploymentServiceSpec(name=name))
-    finally:
-        emulator.control.clear_faults()
-    assert [s.name for s in nf.list_services(PROJECT)].count(name) == 1
-    nf.delete_service(PROJECT, service.id)
+    nf_clean.create_deployment_service(PROJECT, DeploymentServiceSpec(name=name))
+    # create (500), listing (absent), create again.
+    assert nf_clean.request_count == 3
+    assert [s.name for s in nf_clean.list_services(PROJECT)] == [name]
 
 
-def test_create_failing_twice_raises_the_server_error(emulator: Any, nf: NorthflankClient) -> None:
-    emulator.control.fail_next_creates(2, 500, "still broken")
-    try:
-        with pytest.raises(ServerError, match="still broken"):
-            nf.create_deployment_service(PROJECT, DeploymentServiceSpec(name=unique_name("c-x")))
-    finally:
-        emulator.control.clear_faults()
+def test_create_failing_twice_raises_the_server_error(
+    emulator_clean: Any, nf_clean: NorthflankClient
+) -> None:
+    emulator_clean.control.fail_next_creates(2, 500, "still broken")
+    with pytest.raises(ServerError, match="still broken"):
+        nf_clean.create_deployment_service(PROJECT, DeploymentServiceSpec(name=unique_name("c-x")))
+    assert nf_clean.list_services(PROJECT) == []
 
 
 def test_delete_retries_a_transient_failure(
-    emulator: Any, nf: NorthflankClient, service_factory: Callable[..., Service]
+    emulator_clean: Any, nf_clean: NorthflankClient
 ) -> None:
-    service = service_factory("c-del")
-    emulator.control.fail_next_deletes(1, 503, "busy")
-    nf._rest.backoff_base = 0.01
-    try:
-        assert nf.delete_service(PROJECT, service.id) is True
-    finally:
-        nf._rest.backoff_base = 0.5
+    service = start_service(nf_clean, "c-del")
+    emulator_clean.control.fail_next_deletes(1, 503, "busy")
+    nf_clean._rest.backoff_base = 0.01
+    assert nf_clean.delete_service(PROJECT, service.id) is True
     with pytest.raises(NotFoundError):
-        nf.get_service(PROJECT, service.id)
+        nf_clean.get_service(PROJECT, service.id)
 
 
-def test_rate_limit_figures_and_429(emulator: Any) -> None:
-    with NorthflankClient(emulator.token, base_url=emulator.url, max_rate_limit_wait=5) as own:
-        emulator.control.set_rate_limit(3)
-        try:
+def test_rate_limit_figures_and_429(emulator_clean: Any) -> None:
+    url, token = emulator_clean.url, emulator_clean.token
+    with NorthflankClient(token, base_url=url, max_rate_limit_wait=5) as own:
+        emulator_clean.control.set_rate_limit(3)
+        own.list_projects()
+        figures = own.rate_limit
+        assert figures is not None
+        assert figures.limit == 3
+        assert figures.remaining == 2
+        assert figures.reset_after is not None
+        assert figures.reset_after > 5
+        own.list_projects()
+        own.list_projects()
+        with pytest.raises(RateLimitedError) as info:
             own.list_projects()
-            figures = own.rate_limit
-            assert figures is not None
-            assert figures.limit == 3
-            assert figures.remaining == 2
-            assert figures.reset_after is not None
-            assert figures.reset_after > 5
-            own.list_projects()
-            own.list_projects()
-            with pytest.raises(RateLimitedError) as info:
-                own.list_projects()
-            assert info.value.reset_after is not None
-            assert info.value.reset_after > 5
-            assert own.request_count == 4  # the long reset was not waited for, nor retried
-        finally:
-            emulator.control.set_rate_limit(None)
+        assert info.value.reset_after is not None
+        assert info.value.reset_after > 5
+        assert own.request_count == 4  # the long reset was not waited for, nor retried
 
 
-def test_out_of_band_delete_is_seen(
-    emulator: Any, nf: NorthflankClient, service_factory: Callable[..., Service]
-) -> None:
-    service = service_factory("c-oob")
-    emulator.control.delete_service(PROJECT, service.id)
-    assert nf.delete_service(PROJECT, service.id) is False
+def test_out_of_band_delete_is_seen(emulator_clean: Any, nf_clean: NorthflankClient) -> None:
+    service = start_service(nf_clean, "c-oob")
+    emulator_clean.control.delete_service(PROJECT, service.id)
+    with pytest.raises(NotFoundError):
+        nf_clean.get_service(PROJECT, service.id)
+    assert nf_clean.delete_service(PROJECT, service.id) is False

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import shlex
 import socket
 import threading
@@ -71,6 +72,11 @@ _HANDSHAKE_DELAY = 0.5
 _RETRYABLE_UPGRADE = (502, 503, 504)
 _DESCRIBE_LIMIT = 200
 _CONNECT_TAKES_PROXY = "proxy" in inspect.signature(connect).parameters
+# websockets logs every frame, init (with the API token) included, at DEBUG. Its records go
+# to this logger, held at INFO so that a DEBUG root logger (pytest --log-level=DEBUG) can
+# never capture a token.
+_WS_LOGGER = logging.getLogger("pytest_northflank.client.websockets")
+_WS_LOGGER.setLevel(logging.INFO)
 
 
 @dataclass
@@ -212,6 +218,7 @@ class ExecConnector:
                     compression=None,  # base64 payloads: deflate costs CPU for ~25%
                     max_size=_MAX_MESSAGE,
                     user_agent_header=self._rest.user_agent,
+                    logger=_WS_LOGGER,
                     **self._options,
                 )
                 # Entering marks the connection as managed (websockets >= 17.1 warns about

@@ -171,3 +171,18 @@ def test_out_of_band_delete_is_seen(emulator_clean: Any, nf_clean: NorthflankCli
     with pytest.raises(NotFoundError):
         nf_clean.get_service(PROJECT, service.id)
     assert nf_clean.delete_service(PROJECT, service.id) is False
+
+
+def test_team_scoped_client_end_to_end(emulator: Any, tmp_path: Any) -> None:
+    with NorthflankClient(emulator.token, base_url=emulator.url, team_id="my-team") as team:
+        assert PROJECT in [p.id for p in team.list_projects()]
+        service = start_service(team, "c-team")
+        try:
+            assert team.run(PROJECT, service.id, "echo team").stdout == b"team\n"
+            (tmp_path / "f.txt").write_text("via team routes")
+            team.upload(PROJECT, service.id, tmp_path / "f.txt", "/tmp/team/f.txt")
+            team.download(PROJECT, service.id, "/tmp/team/f.txt", tmp_path / "back.txt")
+            assert (tmp_path / "back.txt").read_text() == "via team routes"
+            team.fetch_logs(PROJECT, service.id)
+        finally:
+            assert team.delete_service(PROJECT, service.id)

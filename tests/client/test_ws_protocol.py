@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -79,6 +80,10 @@ def answer_true(ws: ServerConnection, init: dict[str, Any]) -> None:
     complete(ws)
 
 
+_SERVER_LOGGER = logging.getLogger("tests.scripted_ws_server")
+_SERVER_LOGGER.setLevel(logging.INFO)
+
+
 class ScriptedServer:
     def __init__(self) -> None:
         self.scenario: Scenario = answer_true
@@ -89,7 +94,11 @@ class ScriptedServer:
         self.disconnected = threading.Event()
         self.errors: list[BaseException] = []
         self._server: Server = serve(
-            self._handle, "127.0.0.1", 0, process_request=self._process_request
+            self._handle,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            logger=_SERVER_LOGGER,  # the fake server's own frame logs are not the client's
         )
         self.port = self._server.socket.getsockname()[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -480,3 +489,24 @@ def test_log_tail_refused_init_is_an_authentication_error(
     )
     with pytest.raises(AuthenticationError, match="bad token"):
         client.tail_logs(P, S)
+
+
+def test_token_never_reaches_the_logs_even_at_debug(
+    client: NorthflankClient, server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def scenario(ws: ServerConnection, init: dict[str, Any]) -> None:
+        if "context" in init["data"]:
+            answer_true(ws, init)
+        else:  # a log tail
+            send(ws, {"type": "init", "data": {"auth": "successful"}})
+            ws.close(1000)
+
+    server.scenario = scenario
+    caplog.set_level(logging.DEBUG)  # root logger at DEBUG: every library's records captured
+    client.run(P, S, "true")
+    with client.tail_logs(P, S, recv_timeout=0.2) as tail:
+        list(tail)
+    assert server.inits[0]["data"]["auth"]["apiToken"] == TOKEN  # it was sent...
+    # ...and never logged, not even the truncated frame dumps websockets writes at DEBUG.
+    assert TOKEN[-10:] not in caplog.text
+    assert TOKEN[:10] not in caplog.text

@@ -34,6 +34,7 @@ from pytest_northflank.client.frames import (
     ErrorFrame,
     ExecInitFrame,
     OutputFrame,
+    ServerFrame,
     Stream,
     build_exec_context,
     decode_exec_frame,
@@ -343,81 +344,65 @@ class ExecSession:
         self.abort()
         return ExecError(self._scrub(f"exec of {self.command}: {message}"))
 
+    def _next_frame(self, deadline: float | None) -> ServerFrame | None:
+        """The next frame from the server; ``None`` when ``deadline`` passed. Error frames,
+        refused or missing inits and closed connections raise ``ExecError``."""
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return None
+        try:
+            raw = self._conn.recv(timeout=remaining)
+        except TimeoutError:
+            return None
+        except ws_errors.ConnectionClosed as exc:
+            how = "closed" if isinstance(exc, ws_errors.ConnectionClosedOK) else "broke"
+            if self._init_seen:
+                before = "the command reported completion; its exit status is unknown"
+            else:
+                before = "the server's init frame"
+            message = f"the connection {how} (code {_close_code(exc)}) before {before}"
+            raise self._fail(message) from None
+        try:
+            frame = decode_exec_frame(raw)
+        except ExecError as exc:
+            raise self._fail(str(exc)) from None
+        if isinstance(frame, ErrorFrame):
+            raise self._fail(f"the server reported an error: {frame.message}")
+        if isinstance(frame, ExecInitFrame):
+            if not frame.ok:
+                detail = f": {frame.message}" if frame.message else ""
+                raise self._fail(f"the server refused the exec init (auth failed){detail}")
+            if not self._init_seen:  # a repeated init is ignored, as the official clients do
+                self._init_seen = True
+                self.info = ExecSessionInfo(frame.instance_name, frame.container_name)
+            return frame
+        if not self._init_seen:
+            raise self._fail(f"expected an init frame first, got {type(frame).__name__}")
+        return frame
+
     def _receive(self, deadline: float | None) -> OutputFrame | CompletionFrame | None:
         """The next output or completion frame; ``None`` when ``deadline`` passed."""
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            try:
-                raw = self._conn.recv(timeout=remaining)
-            except TimeoutError:
-                return None
-            except ws_errors.ConnectionClosedOK as exc:
-                raise self._fail(
-                    f"the connection closed (code {_close_code(exc)}) before the command "
-                    "reported completion; its exit status is unknown"
-                ) from None
-            except ws_errors.ConnectionClosed as exc:
-                raise self._fail(
-                    f"the connection broke (code {_close_code(exc)}) before the command "
-                    "reported completion; its exit status is unknown"
-                ) from None
-            try:
-                frame = decode_exec_frame(raw)
-            except ExecError as exc:
-                raise self._fail(str(exc)) from None
-            if isinstance(frame, ExecInitFrame):
-                if not frame.ok:
-                    detail = f": {frame.message}" if frame.message else ""
-                    raise self._fail(f"the server refused the exec init (auth failed){detail}")
-                if not self._init_seen:
-                    self._init_seen = True
-                    self.info = ExecSessionInfo(frame.instance_name, frame.container_name)
-                continue  # a repeated init is harmless; the official clients ignore it too
-            if not self._init_seen:
-                raise self._fail(f"expected an init frame first, got {type(frame).__name__}")
-            if isinstance(frame, ErrorFrame):
-                raise self._fail(f"the server reported an error: {frame.message}")
-            if isinstance(frame, CompletionFrame):
-                self._completion = frame
-                self._duration = time.monotonic() - self._started
-                self._close_quietly()
-                return frame
+            frame = self._next_frame(deadline)
+            if frame is None or isinstance(frame, OutputFrame | CompletionFrame):
+                break
+        if isinstance(frame, CompletionFrame):
+            self._completion = frame
+            self._duration = time.monotonic() - self._started
+            self._close_quietly()
+        elif isinstance(frame, OutputFrame):
             if frame.stream == "stdout":
                 self.stdout_bytes += len(frame.data)
             else:
                 self.stderr_bytes += len(frame.data)
-            return frame
+        return frame
 
     def wait_for_init(self, timeout: float | None) -> ExecSessionInfo:
         """Block until the server's init frame (sessions do this on open)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._init_seen:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+            if self._next_frame(deadline) is None:
                 raise self._fail(f"no init frame from the server within {timeout:g}s")
-            try:
-                raw = self._conn.recv(timeout=remaining)
-            except TimeoutError:
-                continue
-            except ws_errors.ConnectionClosed as exc:
-                raise self._fail(
-                    f"the connection closed (code {_close_code(exc)}) before the server's init"
-                ) from None
-            try:
-                frame = decode_exec_frame(raw)
-            except ExecError as exc:
-                raise self._fail(str(exc)) from None
-            if isinstance(frame, ErrorFrame):
-                raise self._fail(f"the server reported an error: {frame.message}")
-            if not isinstance(frame, ExecInitFrame):
-                raise self._fail(f"expected an init frame first, got {type(frame).__name__}")
-            if not frame.ok:
-                detail = f": {frame.message}" if frame.message else ""
-                raise self._fail(f"the server refused the exec init (auth failed){detail}")
-            self._init_seen = True
-            self.info = ExecSessionInfo(frame.instance_name, frame.container_name)
         return self.info
 
     def read(self, timeout: float | None = None) -> ExecOutput | None:

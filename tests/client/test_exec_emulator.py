@@ -145,3 +145,14 @@ def test_closing_a_session_stops_its_command(nf: NorthflankClient, service: Serv
         if left.stdout_text.strip() == "0":
             break
     assert left.stdout_text.strip() == "0"
+
+
+def test_refusal_before_init_carries_the_server_message(
+    nf: NorthflankClient, service_factory: Callable[..., Service]
+) -> None:
+    paused = service_factory("c-paused")
+    nf.pause_service(PROJECT, paused.id)
+    with pytest.raises(ExecError, match=r"the server reported an error: .*paused"):
+        nf.run(PROJECT, paused.id, "true")
+    with pytest.raises(ExecError, match="paused"):
+        nf.open_session(PROJECT, paused.id, "true")

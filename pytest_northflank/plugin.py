@@ -9,8 +9,9 @@ session starts or when a test first asks for a sandbox.
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -53,6 +54,7 @@ class OptionSpec:
     flag: str
     ini: str
     help: str
+    default: Any = None
     env: tuple[str, ...] = ()
     metavar: str = "VALUE"
     repeatable: bool = False
@@ -70,6 +72,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Where sandboxes run: auto (Northflank when NORTHFLANK_API_TOKEN is set, otherwise the "
         "embedded emulator), northflank, or emulator. Default: auto.",
         metavar="auto|northflank|emulator",
+        default="auto",
     ),
     OptionSpec(
         "project",
@@ -78,6 +81,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Northflank project id the sandboxes are created in (required for the real backend).",
         env=("NORTHFLANK_PROJECT_ID",),
         metavar="ID",
+        default=None,
     ),
     OptionSpec(
         "team",
@@ -86,6 +90,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Northflank team id, for organisation-scoped tokens (team API routes).",
         env=("NORTHFLANK_TEAM_ID",),
         metavar="ID",
+        default=None,
     ),
     OptionSpec(
         "api_url",
@@ -94,6 +99,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Northflank API base URL. Default: https://api.northflank.com.",
         env=("NORTHFLANK_API_BASE_URL",),
         metavar="URL",
+        default="https://api.northflank.com",
     ),
     OptionSpec(
         "image",
@@ -101,6 +107,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "nf_image",
         "Container image of each sandbox. Default: ubuntu:22.04.",
         metavar="IMAGE",
+        default="ubuntu:22.04",
     ),
     OptionSpec(
         "plan",
@@ -108,6 +115,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "nf_plan",
         "Northflank deployment plan of each sandbox. Default: nf-compute-20.",
         metavar="PLAN",
+        default="nf-compute-20",
     ),
     OptionSpec(
         "tags",
@@ -117,6 +125,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "spot-workload on clusters that only have spot nodes.",
         metavar="TAG",
         repeatable=True,
+        default=(),
     ),
     OptionSpec(
         "command",
@@ -125,6 +134,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Main command of each sandbox; an empty value keeps the image's own. "
         "Default: sleep infinity (stock images exit at once otherwise).",
         metavar="COMMAND",
+        default="sleep infinity",
     ),
     OptionSpec(
         "ready_timeout",
@@ -132,6 +142,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "nf_ready_timeout",
         "Seconds to wait for a sandbox to become ready. Default: 120.",
         metavar="SECONDS",
+        default=120.0,
     ),
     OptionSpec(
         "keep",
@@ -141,6 +152,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "used by a failed test) or always; the summary says how to reach and delete them. "
         "Default: never.",
         metavar="never|on-failure|always",
+        default="never",
     ),
     OptionSpec(
         "emulator_isolation",
@@ -150,6 +162,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "them), namespace (Linux mount+PID namespace with a private overlay root), or "
         "directory (a private directory; weaker). Default: auto.",
         metavar="auto|namespace|directory",
+        default="auto",
     ),
     OptionSpec(
         "emulator_ready_delay",
@@ -158,8 +171,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Seconds the embedded emulator takes to report a sandbox ready, to rehearse slow "
         "provisioning. Default: 0.",
         metavar="SECONDS",
+        default=0.0,
     ),
 )
+
+DEFAULTS: dict[str, Any] = {spec.field: spec.default for spec in OPTIONS}
+TOKEN_ENV_VARS = ("NORTHFLANK_API_TOKEN", "NF_API_TOKEN")
 
 SANDBOX_FIXTURES = frozenset(
     {"nf_sandbox", "nf_sandbox_session", "nf_sandbox_factory", "nf_client", "nf_provisioner"}
@@ -179,6 +196,129 @@ NORTHFLANK_MARKER_HELP = (
 )
 
 
+# --------------------------------------------------------------------------------------------
+# Settings as given, before validation. Plain Python on purpose: the header, the backend choice
+# and the token/project check need no pydantic, so a run that never asks for a sandbox (and
+# configures nothing) never imports it. :mod:`pytest_northflank.settings` validates these.
+
+
+def option_source(spec: OptionSpec) -> str:
+    return f"option {spec.flag}"
+
+
+def ini_source(spec: OptionSpec, inipath: Path | None) -> str:
+    where = f" in {inipath}" if inipath is not None else ""
+    return f"ini key {spec.ini}{where}"
+
+
+def env_source(variable: str) -> str:
+    return f"environment variable {variable}"
+
+
+@dataclass(frozen=True)
+class RawSettings:
+    """What the user set (``given``), where each value came from, and the token."""
+
+    given: dict[str, Any]
+    sources: dict[str, str]
+    token: str | None = field(default=None, repr=False)
+    token_source: str | None = None
+
+    def value(self, name: str) -> Any:
+        return self.given.get(name, DEFAULTS[name])
+
+    def source_of(self, name: str) -> str:
+        return self.sources.get(name, "the default")
+
+    @property
+    def backend_in_use(self) -> str:
+        return choose_backend(str(self.value("backend")), self.token is not None)
+
+    @property
+    def backend_reason(self) -> str:
+        return backend_reason(str(self.value("backend")), self.token_source, self.source_of)
+
+    def usage_problem(self) -> str | None:
+        return usage_problem(
+            self.backend_in_use,
+            has_token=self.token is not None,
+            has_project=self.value("project") not in (None, ""),
+            backend_source=self.source_of("backend"),
+        )
+
+
+def gather_settings(
+    *,
+    cli: Mapping[str, Any],
+    ini: Mapping[str, Any],
+    environ: Mapping[str, str],
+    inipath: Path | None = None,
+) -> RawSettings:
+    """Apply the precedence command line > environment > ini; defaults stay out of ``given``.
+
+    ``cli`` and ``ini`` hold what the user gave (None, [] or missing = not given; an empty
+    string is a value); in ``environ`` an empty variable counts as unset.
+    """
+    given: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in OPTIONS:
+        name = spec.field
+        cli_value = cli.get(name)
+        env_hit = next(((var, environ[var]) for var in spec.env if environ.get(var)), None)
+        ini_value = ini.get(name)
+        if cli_value is not None and cli_value != []:
+            given[name], sources[name] = cli_value, option_source(spec)
+        elif env_hit is not None:
+            given[name], sources[name] = env_hit[1], env_source(env_hit[0])
+        elif ini_value is not None and ini_value != []:
+            given[name], sources[name] = ini_value, ini_source(spec, inipath)
+    token_source = next((var for var in TOKEN_ENV_VARS if environ.get(var)), None)
+    token = environ[token_source] if token_source is not None else None
+    return RawSettings(given, sources, token, token_source)
+
+
+def choose_backend(backend: str, has_token: bool) -> str:
+    """``auto`` is Northflank when a token is set, otherwise the embedded emulator."""
+    if backend == "auto":
+        return "northflank" if has_token else "emulator"
+    return backend
+
+
+def backend_reason(backend: str, token_source: str | None, source_of: Any) -> str:
+    if backend != "auto":
+        return f"chosen by {source_of('backend')}"
+    if token_source is not None:
+        return f"{token_source} is set"
+    return "no NORTHFLANK_API_TOKEN in the environment"
+
+
+def missing_project_message() -> str:
+    return (
+        "the Northflank backend needs a project: set it with the option --nf-project, the ini "
+        "key nf_project or the environment variable NORTHFLANK_PROJECT_ID (the project id "
+        "from the dashboard URL, for example my-project). To run on the embedded emulator "
+        "instead, pass --nf-backend=emulator; to turn the plugin off, -p no:northflank."
+    )
+
+
+def usage_problem(
+    backend_in_use: str, *, has_token: bool, has_project: bool, backend_source: str
+) -> str | None:
+    """Why the chosen backend cannot work with these settings, or None."""
+    if backend_in_use != "northflank":
+        return None
+    if not has_token:
+        return (
+            f"backend 'northflank' ({backend_source}) needs an API token in the environment "
+            "variable NORTHFLANK_API_TOKEN (or NF_API_TOKEN); tokens are never read from the "
+            "command line or ini files. Without a token, use --nf-backend=emulator to run on "
+            "the embedded emulator."
+        )
+    if not has_project:
+        return missing_project_message()
+    return None
+
+
 @dataclass
 class FixtureContext:
     """A fixture being set up: sandboxes the factory makes inside it live as long as it does."""
@@ -192,8 +332,10 @@ class PluginState:
     """Everything the plugin keeps for one pytest process (in ``config.stash``)."""
 
     config: pytest.Config
-    run_id: str
     worker_id: str
+    # Given by the xdist controller, or made on first use (most runs never need one).
+    given_run_id: str | None = None
+    raw: RawSettings | None = None
     settings: Settings | None = None
     stats: RunStats | None = None
     current_item: pytest.Item | None = None
@@ -206,12 +348,28 @@ class PluginState:
     worker_stats: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def run_id(self) -> str:
+        if self.given_run_id is None:
+            from pytest_northflank.ownership import new_run_id
+
+            self.given_run_id = new_run_id()
+        return self.given_run_id
+
+    @property
     def current_test(self) -> str | None:
         return self.current_item.nodeid if self.current_item is not None else None
 
+    def require_raw(self) -> RawSettings:
+        if self.raw is None:
+            self.raw = _gather(self.config)
+        return self.raw
+
     def require_settings(self) -> Settings:
+        """The validated settings (pydantic), built on first use."""
         if self.settings is None:
-            self.settings = _resolve_settings(self.config)
+            from pytest_northflank.settings import validate
+
+            self.settings = validate(self.require_raw())
         return self.settings
 
     def require_stats(self) -> RunStats:
@@ -223,6 +381,8 @@ class PluginState:
 
 
 STATE_KEY = pytest.StashKey[PluginState]()
+# The workerinput key carrying the run id to xdist workers (same key as pytest_northflank.xdist).
+RUN_ID_KEY = "nf_run_id"
 
 
 def get_state(config: pytest.Config) -> PluginState:
@@ -255,26 +415,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(spec.ini, help=help_text, type="string", default=None)
 
 
-def _resolve_settings(config: pytest.Config) -> Settings:
-    from pytest_northflank.settings import resolve
-
+def _gather(config: pytest.Config) -> RawSettings:
     cli = {spec.field: config.getoption(spec.dest) for spec in OPTIONS}
     ini = {spec.field: config.getini(spec.ini) for spec in OPTIONS}
-    return resolve(cli=cli, ini=ini, environ=os.environ, inipath=config.inipath)
+    return gather_settings(cli=cli, ini=ini, environ=os.environ, inipath=config.inipath)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     config.addinivalue_line("markers", NORTHFLANK_MARKER_HELP)
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    if workerinput is not None and "northflank_run_id" in workerinput:
-        run_id = str(workerinput["northflank_run_id"])
-        worker_id = str(workerinput.get("workerid", "gw?"))
-    else:
-        from pytest_northflank.ownership import new_run_id
-
-        run_id, worker_id = new_run_id(), "master"
-    config.stash[STATE_KEY] = PluginState(config=config, run_id=run_id, worker_id=worker_id)
+    state = PluginState(config=config, worker_id="master")
+    if workerinput is not None:
+        state.worker_id = str(workerinput.get("workerid", "gw?"))
+        if RUN_ID_KEY in workerinput:
+            state.given_run_id = str(workerinput[RUN_ID_KEY])
+    config.stash[STATE_KEY] = state
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(config), "northflank-xdist")
 
@@ -284,20 +440,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from pytest_northflank.errors import ConfigError
 
     state = get_state(session.config)
-    try:
-        settings = state.require_settings()
-        settings.check_usable()
-    except ConfigError as error:
-        raise pytest.UsageError(f"pytest-northflank: {error}") from None
+    raw = state.require_raw()
+    problem = raw.usage_problem()
+    if problem is not None:
+        raise pytest.UsageError(f"pytest-northflank: {problem}")
+    if raw.given:
+        # Something was configured, so something can be wrong: say so before any test runs.
+        # (Defaults are valid; a run that sets nothing defers pydantic to the first sandbox.)
+        try:
+            state.require_settings()
+        except ConfigError as error:
+            raise pytest.UsageError(f"pytest-northflank: {error}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from pytest_northflank.reporting import header_lines
 
     state = get_state(config)
-    if state.settings is None:
+    if state.raw is None:
         return []
-    return header_lines(state.settings)
+    return header_lines(state.raw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +583,7 @@ class XdistHooks:
 
     def pytest_configure_node(self, node: Any) -> None:
         # One run id for the whole run: the workers put it in their service names.
-        node.workerinput["northflank_run_id"] = get_state(self.config).run_id
+        node.workerinput[RUN_ID_KEY] = get_state(self.config).run_id
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", None) or {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,7 @@ if TYPE_CHECKING:
     import pytest
 
     from pytest_northflank.client import NorthflankClient
-    from pytest_northflank.plugin import PluginState
+    from pytest_northflank.plugin import PluginState, RawSettings
     from pytest_northflank.sandbox import Sandbox
     from pytest_northflank.settings import Settings
 
@@ -21,26 +20,38 @@ SECTION_COMMANDS = 30
 SECTION_LOG_LINES = 20
 
 
-def header_lines(settings: Settings) -> list[str]:
-    """One loud line: which backend, and what a sandbox is made of."""
+def header_lines(raw: RawSettings) -> list[str]:
+    """One loud line: which backend and why, and what a sandbox is made of.
+
+    Built from the values as given (no validation needed to print them).
+    """
+    tags = raw.value("tags")
+    tags_text = ",".join(tags) if isinstance(tags, (list, tuple)) else str(tags)
     common = (
-        f"image={settings.image} plan={settings.plan} "
-        f"tags={','.join(settings.tags) or '-'} command={shlex.quote(settings.command)} "
-        f"ready-timeout={settings.ready_timeout:g}s keep={settings.keep}"
+        f"image={raw.value('image')} plan={raw.value('plan')} tags={tags_text or '-'} "
+        f"command={shlex.quote(str(raw.value('command')))} "
+        f"ready-timeout={_seconds(raw.value('ready_timeout'))} keep={raw.value('keep')}"
     )
-    if settings.backend_in_use == "emulator":
+    if raw.backend_in_use == "emulator":
         line = (
-            f"northflank: backend=emulator ({settings.backend_reason}) "
-            f"isolation={settings.emulator_isolation} "
-            f"ready-delay={settings.emulator_ready_delay:g}s {common}"
+            f"northflank: backend=emulator ({raw.backend_reason}) "
+            f"isolation={raw.value('emulator_isolation')} "
+            f"ready-delay={_seconds(raw.value('emulator_ready_delay'))} {common}"
         )
     else:
         line = (
-            f"northflank: backend=northflank ({settings.backend_reason}) "
-            f"api={settings.api_url} project={settings.project} team={settings.team or '-'} "
-            f"{common}"
+            f"northflank: backend={raw.backend_in_use} ({raw.backend_reason}) "
+            f"api={str(raw.value('api_url')).rstrip('/')} project={raw.value('project')} "
+            f"team={raw.value('team') or '-'} {common}"
         )
     return [line]
+
+
+def _seconds(value: object) -> str:
+    try:
+        return f"{float(str(value)):g}s"
+    except ValueError:
+        return str(value)
 
 
 # ------------------------------------------------------------------------------------------
@@ -198,9 +209,8 @@ def write_summary(terminalreporter: Any, state: PluginState) -> None:
     terminalreporter.write_sep("-", "northflank")
     for line in summary_lines(stats):
         write(line)
-    settings = state.settings
-    if stats.kept and settings is not None:
-        for line in kept_lines(stats.kept, settings):
+    if stats.kept:
+        for line in kept_lines(stats.kept):
             write(line)
 
 
@@ -219,6 +229,8 @@ def summary_lines(stats: RunStats) -> list[str]:
         counts += f", {stats.failed} never became ready"
     lines.append(counts)
     if stats.provisioning_seconds:
+        import statistics
+
         lines.append(
             f"provisioning time: median {statistics.median(stats.provisioning_seconds):.2f} s, "
             f"max {max(stats.provisioning_seconds):.2f} s"
@@ -236,8 +248,8 @@ def summary_lines(stats: RunStats) -> list[str]:
     return lines
 
 
-def kept_lines(kept: list[KeptSandbox], settings: Settings) -> list[str]:
-    lines = [f"kept {len(kept)} sandbox{'es' if len(kept) != 1 else ''} (keep={settings.keep}):"]
+def kept_lines(kept: list[KeptSandbox]) -> list[str]:
+    lines = [f"kept {len(kept)} sandbox{'es' if len(kept) != 1 else ''}:"]
     for box in kept:
         why = f"failed: {', '.join(box.failed_tests)}" if box.failed_tests else "kept as asked"
         lines.append(f"  {box.name} (service {box.service_id}, project {box.project_id}; {why})")

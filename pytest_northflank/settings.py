@@ -4,8 +4,9 @@ Every bad value is reported with where it came from (option ``--nf-plan``, ini k
 an environment variable, or ``@pytest.mark.nf_sandbox(plan=...)`` on a test), because "invalid
 plan" alone sends people hunting through four places.
 
-The option table lives in :mod:`pytest_northflank.plugin` so that loading the plugin does not
-import pydantic; this module is imported when a session starts.
+The option table, the precedence rules and the defaults live in :mod:`pytest_northflank.plugin`
+(plain Python, so loading the plugin and running tests without sandboxes never imports pydantic);
+this module validates what they gathered.
 """
 
 from __future__ import annotations
@@ -27,14 +28,20 @@ from pydantic import (
 )
 
 from pytest_northflank.errors import ConfigError
-from pytest_northflank.plugin import OPTIONS, OptionSpec
+from pytest_northflank.plugin import (
+    DEFAULTS,
+    RawSettings,
+    backend_reason,
+    choose_backend,
+    gather_settings,
+    missing_project_message,
+    usage_problem,
+)
 
 Backend = Literal["auto", "northflank", "emulator"]
 KeepMode = Literal["never", "on-failure", "always"]
 Isolation = Literal["auto", "namespace", "directory"]
 
-DEFAULT_API_URL = "https://api.northflank.com"
-TOKEN_ENV_VARS = ("NORTHFLANK_API_TOKEN", "NF_API_TOKEN")
 EMULATOR_DEFAULT_PROJECT = "default-project"
 
 # The keywords @pytest.mark.nf_sandbox and nf_sandbox_factory accept, in signature order.
@@ -120,14 +127,14 @@ class SandboxOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    image: Image = "ubuntu:22.04"
-    plan: PlanId = "nf-compute-20"
+    image: Image = DEFAULTS["image"]
+    plan: PlanId = DEFAULTS["plan"]
     env: EnvVars = Field(default_factory=dict)
-    tags: Tags = ()
+    tags: Tags = DEFAULTS["tags"]
     # The service's main command; "" keeps the image's own command.
-    command: str = "sleep infinity"
-    ready_timeout: Annotated[Seconds, Field(gt=0)] = 120.0
-    keep: KeepMode = "never"
+    command: str = DEFAULTS["command"]
+    ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
+    keep: KeepMode = DEFAULTS["keep"]
 
 
 class SandboxOverrides(BaseModel):
@@ -152,18 +159,18 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backend: Backend = "auto"
-    project: Identifier | None = None
-    team: Identifier | None = None
-    api_url: Annotated[str, AfterValidator(_api_url)] = DEFAULT_API_URL
-    image: Image = "ubuntu:22.04"
-    plan: PlanId = "nf-compute-20"
-    tags: Tags = ()
-    command: str = "sleep infinity"
-    ready_timeout: Annotated[Seconds, Field(gt=0)] = 120.0
-    keep: KeepMode = "never"
-    emulator_isolation: Isolation = "auto"
-    emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = 0.0
+    backend: Backend = DEFAULTS["backend"]
+    project: Identifier | None = DEFAULTS["project"]
+    team: Identifier | None = DEFAULTS["team"]
+    api_url: Annotated[str, AfterValidator(_api_url)] = DEFAULTS["api_url"]
+    image: Image = DEFAULTS["image"]
+    plan: PlanId = DEFAULTS["plan"]
+    tags: Tags = DEFAULTS["tags"]
+    command: str = DEFAULTS["command"]
+    ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
+    keep: KeepMode = DEFAULTS["keep"]
+    emulator_isolation: Isolation = DEFAULTS["emulator_isolation"]
+    emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = DEFAULTS["emulator_ready_delay"]
     token: SecretStr | None = Field(default=None, repr=False)
     # The environment variable the token came from (never the token itself).
     token_source: str | None = None
@@ -172,17 +179,12 @@ class Settings(BaseModel):
     @property
     def backend_in_use(self) -> Literal["northflank", "emulator"]:
         """``auto`` becomes ``northflank`` when a token is set, otherwise ``emulator``."""
-        if self.backend == "auto":
-            return "northflank" if self.token is not None else "emulator"
-        return self.backend
+        chosen = choose_backend(self.backend, self.token is not None)
+        return "northflank" if chosen == "northflank" else "emulator"
 
     @property
     def backend_reason(self) -> str:
-        if self.backend != "auto":
-            return f"chosen by {self.source_of('backend')}"
-        if self.token is not None:
-            return f"{self.token_source} is set"
-        return "no NORTHFLANK_API_TOKEN in the environment"
+        return backend_reason(self.backend, self.token_source, self.source_of)
 
     @property
     def project_in_use(self) -> str:
@@ -208,47 +210,33 @@ class Settings(BaseModel):
 
     def check_usable(self) -> None:
         """Raise ConfigError when the chosen backend cannot work with these settings."""
-        if self.backend_in_use != "northflank":
-            return
-        if self.token is None:
-            raise ConfigError(
-                f"backend 'northflank' ({self.source_of('backend')}) needs an API token in "
-                "the environment variable NORTHFLANK_API_TOKEN (or NF_API_TOKEN); tokens are "
-                "never read from the command line or ini files. Without a token, use "
-                "--nf-backend=emulator to run on the embedded emulator."
-            )
-        if self.project is None:
-            raise ConfigError(missing_project_message())
-
-
-def missing_project_message() -> str:
-    return (
-        "the Northflank backend needs a project: set it with the option --nf-project, the ini "
-        "key nf_project or the environment variable NORTHFLANK_PROJECT_ID (the project id "
-        "from the dashboard URL, for example my-project). To run on the embedded emulator "
-        "instead, pass --nf-backend=emulator; to turn the plugin off, -p no:northflank."
-    )
+        problem = usage_problem(
+            self.backend_in_use,
+            has_token=self.token is not None,
+            has_project=self.project is not None,
+            backend_source=self.source_of("backend"),
+        )
+        if problem is not None:
+            raise ConfigError(problem)
 
 
 # --------------------------------------------------------------------------------------------
-# Where a value came from, and how to say so
-
-
-def option_source(spec: OptionSpec) -> str:
-    return f"option {spec.flag}"
-
-
-def ini_source(spec: OptionSpec, inipath: Path | None) -> str:
-    where = f" in {inipath}" if inipath is not None else ""
-    return f"ini key {spec.ini}{where}"
-
-
-def env_source(variable: str) -> str:
-    return f"environment variable {variable}"
+# Validation
 
 
 def marker_source(nodeid: str) -> str:
     return f"@pytest.mark.nf_sandbox on {nodeid}"
+
+
+def validate(raw: RawSettings) -> Settings:
+    """The validated settings; every bad value is reported with where it came from."""
+    data: dict[str, Any] = {**raw.given, "sources": dict(raw.sources)}
+    if raw.token is not None:
+        data["token"], data["token_source"] = raw.token, raw.token_source
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_explain(error, raw.source_of)) from None
 
 
 def resolve(
@@ -258,38 +246,8 @@ def resolve(
     environ: Mapping[str, str],
     inipath: Path | None = None,
 ) -> Settings:
-    """Build the settings from raw values keyed by field name.
-
-    ``cli`` and ``ini`` hold only what the user gave (None, [] or missing = not given; an
-    empty string is a value); ``environ`` is the process environment, where an empty variable
-    counts as unset. Precedence: command line > environment > ini > default.
-    """
-    raw: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for spec in OPTIONS:
-        name = spec.field
-        cli_value = cli.get(name)
-        env_hit = next(
-            ((var, environ[var]) for var in spec.env if environ.get(var, "") != ""), None
-        )
-        ini_value = ini.get(name)
-        if cli_value is not None and cli_value != []:
-            raw[name], sources[name] = cli_value, option_source(spec)
-        elif env_hit is not None:
-            raw[name], sources[name] = env_hit[1], env_source(env_hit[0])
-        elif ini_value is not None and ini_value != []:
-            raw[name], sources[name] = ini_value, ini_source(spec, inipath)
-    for variable in TOKEN_ENV_VARS:
-        if environ.get(variable, "") != "":
-            raw["token"] = environ[variable]
-            raw["token_source"] = variable
-            break
-    try:
-        return Settings.model_validate({**raw, "sources": sources})
-    except ValidationError as error:
-        raise ConfigError(
-            _explain(error, lambda field: sources.get(field, "the default"))
-        ) from None
+    """Gather (command line > environment > ini > default) and validate, in one call."""
+    return validate(gather_settings(cli=cli, ini=ini, environ=environ, inipath=inipath))
 
 
 def overrides_from(keywords: Mapping[str, Any], source: str) -> SandboxOverrides:

@@ -519,7 +519,7 @@ def test_loading_the_plugin_imports_no_network_or_emulator_code(
         f"{code}\n"
         "import sys\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'websockets',"
-        " 'starlette', 'uvicorn', 'httpcore')\n"
+        " 'starlette', 'uvicorn', 'httpcore', 'pydantic')\n"
         "    or m.startswith(('pytest_northflank.client', 'pytest_northflank.emulator')))\n"
         "print('HEAVY:', heavy)\n"
     )

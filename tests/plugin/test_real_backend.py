@@ -246,7 +246,7 @@ def test_keep_on_failure_says_how_to_reach_and_delete(
     result.stdout.fnmatch_lines(
         [
             "sandboxes: 2 created, 1 deleted, 1 kept",
-            "kept 1 sandbox (keep=on-failure):",
+            "kept 1 sandbox:",
             f"  {name} (service {name}, project {PROJECT}; failed: test_keep.py::test_fails)",
             f"    dashboard: https://app.northflank.com/t/personal/project/{PROJECT}/services/{name}",
             f"    shell:  northflank exec service --project {PROJECT} --service {name}",

@@ -185,3 +185,17 @@ def test_image_without_tar(
         nf.upload(PROJECT, no_tar.id, tmp_path / "f", "/tmp/f")
     with pytest.raises(FileTransferError, match="no `tar`"):
         nf.download(PROJECT, no_tar.id, "/etc/hostname", tmp_path / "h")
+
+
+def test_special_local_file_stops_the_upload_cleanly(
+    nf: NorthflankClient, service: Service, tmp_path: Path
+) -> None:
+    tree = tmp_path / "with-fifo"
+    tree.mkdir()
+    (tree / "a.txt").write_text("a")
+    os.mkfifo(tree / "b-pipe")
+    target = remote_dir("fifo")
+    with pytest.raises(FileTransferError, match=r"b-pipe: it is a fifo"):
+        nf.upload(PROJECT, service.id, tree, target)
+    # The half-sent archive was abandoned, and the service still answers.
+    assert nf.run(PROJECT, service.id, "true").ok

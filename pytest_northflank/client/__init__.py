@@ -50,6 +50,7 @@ from pytest_northflank.client.models import (
 )
 from pytest_northflank.client.rest import AmbiguousFailure, RestTransport, quote
 from pytest_northflank.errors import (
+    ConfigError,
     ConflictError,
     DeploymentFailed,
     NorthflankError,
@@ -113,7 +114,7 @@ class NorthflankClient:
             max_rate_limit_wait=max_rate_limit_wait,
         )
         if team_id is not None and not team_id.strip():
-            raise ValueError("team_id must not be empty (use None for no team)")
+            raise ConfigError("team_id must not be empty (use None for no team)")
         self.team_id = team_id
         self._exec = ExecConnector(self._rest, team_id=team_id, open_timeout=ws_open_timeout)
 

@@ -11,7 +11,16 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pytest_northflank.errors import ConfigError
 
 __all__ = [
     "ContainerInfo",
@@ -262,12 +271,25 @@ class LogLine(_WireModel):
 class DeploymentServiceSpec(BaseModel):
     """What to create: a deployment service running ``image`` with ``command``.
 
+    A bad value raises ``ConfigError`` naming the field and the rule it broke.
+
     ``command`` becomes ``deployment.docker.customCommand`` (``None`` keeps the image's own
     command). ``env`` becomes ``runtimeEnvironment``; ``tags`` are tag *names*;
     ``expiry_time`` becomes ``createOptions.expiryTime`` (a Northflank auto-delete hint).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'spec'}: "
+                f"{error['msg'].removeprefix('Value error, ')}"
+                for error in exc.errors()
+            )
+            raise ConfigError(f"invalid deployment service spec: {problems}") from None
 
     name: str
     plan: str = "nf-compute-20"

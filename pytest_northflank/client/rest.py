@@ -32,6 +32,7 @@ from pytest_northflank.errors import (
     ApiError,
     ApiValidationError,
     AuthenticationError,
+    ConfigError,
     ConflictError,
     NorthflankError,
     NotFoundError,
@@ -215,12 +216,12 @@ class RestTransport:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not token or not token.strip():
-            raise ValueError("a Northflank API token is required (it is empty)")
+            raise ConfigError("a Northflank API token is required (it is empty)")
         if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
+            raise ConfigError(f"the API base URL must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_retries = max_retries

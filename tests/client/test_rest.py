@@ -17,6 +17,7 @@ from pytest_northflank.errors import (
     ApiError,
     ApiValidationError,
     AuthenticationError,
+    ConfigError,
     ConflictError,
     DeploymentFailed,
     NotFoundError,
@@ -528,17 +529,23 @@ def test_spec_payload_has_no_nulls_and_validates_names() -> None:
     assert full["runtimeEnvironment"] == {"A": "1"}
     assert full["createOptions"] == {"expiryTime": 3600}
     for bad in ("ab", "1abc", "a--b", "a-", "x" * 55):
-        with pytest.raises(ValueError, match="service name"):
+        with pytest.raises(ConfigError, match=r"invalid deployment service spec: name: service"):
             DeploymentServiceSpec(name=bad)
-    with pytest.raises(ValueError, match="tag name"):
+    with pytest.raises(ConfigError, match="tags: tag name 'bad tag' is invalid"):
         DeploymentServiceSpec(name="abc", tags=["bad tag"])
+    with pytest.raises(ConfigError, match="instances: Input should be a valid integer"):
+        DeploymentServiceSpec(name="abc", instances="many")
+    with pytest.raises(ConfigError, match="colour: Extra inputs are not permitted"):
+        DeploymentServiceSpec(name="abc", colour="red")
 
 
 def test_bad_construction_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="token"):
+    with pytest.raises(ConfigError, match="token"):
         NorthflankClient("")
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(ConfigError, match="http"):
         NorthflankClient(TOKEN, base_url="ftp://x")
+    with pytest.raises(ConfigError, match="team_id"):
+        NorthflankClient(TOKEN, team_id=" ")
 
 
 # ------------------------------------------------------------------ the token stays secret

@@ -29,6 +29,7 @@ from pytest_northflank.emulator.runtime import CommandNotFound, CommandNotRunnab
 from pytest_northflank.emulator.state import ServiceRecord
 from pytest_northflank.emulator.ws_common import (
     CLOSE_DROPPED,
+    CLOSE_ERROR,
     CLOSE_NORMAL,
     CLOSE_POLICY,
     ClientGone,
@@ -210,7 +211,7 @@ class ExecSession:
         self.websocket = websocket
         self.sender = FrameSender(websocket)
         self.client_gone = asyncio.Event()
-        self.protocol_error: str | None = None
+        self.final_error: tuple[str, int] | None = None  # sent once the command is stopped
         self.output_frames = 0
         self.drop_after: int | None = None
 
@@ -329,7 +330,7 @@ class ExecSession:
                 return
             await self._complete(exited.result())
         except Exception as exc:  # a broken output pipe, or a bug: say so, don't hang
-            await self.sender.error(f"the emulator failed while running the command: {exc!r}")
+            self._fail(f"the emulator failed while running the command: {exc!r}", CLOSE_ERROR)
             raise
         finally:
             for task in (receiver, writer, pump, exited, gone):
@@ -337,8 +338,8 @@ class ExecSession:
             await asyncio.gather(receiver, writer, pump, exited, gone, return_exceptions=True)
             process.kill()
             process.close()
-            if self.protocol_error is not None:
-                await self.sender.error(self.protocol_error, CLOSE_POLICY)
+            if self.final_error is not None:
+                await self.sender.error(*self.final_error)
             await self.sender.close(CLOSE_NORMAL)
 
     async def _receive(self, inbox: asyncio.Queue[dict[str, Any]]) -> None:
@@ -392,10 +393,11 @@ class ExecSession:
                 self._fail(str(exc))
                 return
 
-    def _fail(self, message: str) -> None:
-        if self.protocol_error is None:
-            self.protocol_error = message
-        self.client_gone.set()  # ends the command like a client that left
+    def _fail(self, message: str, code: int = CLOSE_POLICY) -> None:
+        """End the command like a client that left, then send ``message`` and close."""
+        if self.final_error is None:
+            self.final_error = (message, code)
+        self.client_gone.set()
 
     async def _pump(self, process: ExecProcess, encoding: Encoding) -> None:
         decoders = {

@@ -16,7 +16,10 @@ from pytest_northflank.emulator.context import EmulatorContext
 INIT_TIMEOUT_SECONDS = 30.0
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008  # auth failed, or a frame broke the protocol
+CLOSE_ERROR = 1011  # the emulator failed
 CLOSE_DROPPED = 1011  # fault injection: the connection breaks mid-stream
+#: After a refusal, how long the client gets to read it and close before the server does.
+REFUSAL_LINGER_SECONDS = 2.0
 
 
 class FrameError(Exception):
@@ -79,10 +82,27 @@ class FrameSender:
             with contextlib.suppress(Exception):  # already gone
                 await self.websocket.close(code, reason[:120])
 
+    async def refuse(self, frame: dict[str, Any], code: int) -> None:
+        """Send a last frame, let the client read it and hang up, then close.
+
+        Closing at once would race clients that are still sending: the Python SDK sends
+        ``stdInEnd`` right after ``init`` and reports a failed send instead of our frame."""
+        if not await self.send(frame):
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._until_client_closes(), REFUSAL_LINGER_SECONDS)
+        await self.close(code)
+
+    async def _until_client_closes(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                self.closed = True
+                return
+
     async def error(self, message: str, code: int = CLOSE_NORMAL) -> None:
         """An ``error`` frame, then close: how every refusal ends (never a hang)."""
-        await self.send({"type": "error", "data": {"message": message}})
-        await self.close(code)
+        await self.refuse({"type": "error", "data": {"message": message}}, code)
 
 
 async def handshake(
@@ -123,6 +143,7 @@ async def handshake(
         message = "Invalid API token"
     else:
         return data
-    await sender.send({"type": "init", "data": {"auth": "failed", "message": message}})
-    await sender.close(CLOSE_POLICY)
+    await sender.refuse(
+        {"type": "init", "data": {"auth": "failed", "message": message}}, CLOSE_POLICY
+    )
     return None

@@ -158,8 +158,16 @@ def send(ws: ClientConnection, frame: dict[str, Any], *, binary: bool = False) -
     ws.send(text.encode() if binary else text)
 
 
-def collect(ws: ClientConnection, run: ExecRun | None = None) -> ExecRun:
-    """Read frames until the server closes."""
+def is_refusal(frame: dict[str, Any]) -> bool:
+    data = frame.get("data")
+    failed_init = frame.get("type") == "init" and isinstance(data, dict)
+    return frame.get("type") == "error" or (failed_init and data.get("auth") != "successful")
+
+
+def collect(ws: ClientConnection, run: ExecRun | None = None, *, hang_up: bool = True) -> ExecRun:
+    """Read frames until the server closes. With ``hang_up``, close after a refusal (an
+    error frame or a failed init) as the official clients do; otherwise wait for the
+    server to close (it gives the client a moment first)."""
     run = run or ExecRun()
     try:
         while True:
@@ -168,6 +176,9 @@ def collect(ws: ClientConnection, run: ExecRun | None = None) -> ExecRun:
                 run.binary_frames += 1
                 message = message.decode()
             run.frames.append(json.loads(message))
+            if hang_up and is_refusal(run.frames[-1]):
+                ws.close()
+                return run
     except ConnectionClosed:
         pass
     run.close_code = ws.protocol.close_code
@@ -187,6 +198,7 @@ def run_exec(
     inputs: Iterable[dict[str, Any]] = (),
     binary: bool = False,
     token: str | None = None,
+    hang_up: bool = True,
     **context: Any,
 ) -> ExecRun:
     """One exec: init with ``context``, then ``inputs``; everything the server sent back."""
@@ -194,4 +206,4 @@ def run_exec(
         send(ws, init_frame(token or server.token, **context), binary=binary)
         for frame in inputs:
             send(ws, frame, binary=binary)
-        return collect(ws)
+        return collect(ws, hang_up=hang_up)

@@ -60,6 +60,7 @@ def mounts_mentioning(text: str) -> list[str]:
 
 
 def test_start_serves_at_once_and_stop_leaves_nothing(tmp_path: Path) -> None:
+    threads_before = set(threading.enumerate())
     server = EmulatorServer(isolation="directory", state_dir=tmp_path / "state")
     with pytest.raises(EmulatorError, match="not started"):
         _ = server.url
@@ -83,9 +84,7 @@ def test_start_serves_at_once_and_stop_leaves_nothing(tmp_path: Path) -> None:
         server.stop()
     assert not accepts(server.url)
     assert all_dead(family)
-    assert not any(
-        t.name.startswith("nf-emulator-") and t.is_alive() for t in threading.enumerate()
-    )
+    assert [t for t in threading.enumerate() if t not in threads_before] == []
     assert list((tmp_path / "state").iterdir()) == []
     server.stop()  # idempotent
     assert started["id"] == "lifecycle"
@@ -173,7 +172,7 @@ def test_sandboxes_do_not_see_each_others_files_or_processes(
     with exec_socket(emulator, first) as ws:
         send(ws, init_frame(emulator.token, command=["sleep", "4242"]))
         assert json.loads(ws.recv(timeout=30))["type"] == "init"
-        assert "sleep 4242" in sh(emulator, first, "ps -eo args")[1]
+        assert eventually(lambda: "sleep 4242" in sh(emulator, first, "ps -eo args")[1])
         assert "sleep 4242" not in sh(emulator, second, "ps -eo args")[1]
         assert sh(emulator, first, "echo $$")[1] != "1\n"
         assert sh(emulator, first, "cat /proc/1/cmdline | tr '\\0' ' '")[1] == "sleep infinity "

@@ -140,9 +140,10 @@ class SandboxFactory:
         stack = self._state.fixture_stack
         if stack:
             stack[-1].fixturedef.addfinalizer(finalizer)
-        elif self._state.current_item is not None:
+        elif self._state.current_item is not None and self._state.in_call:
             self._state.current_item.addfinalizer(finalizer)
-        # Otherwise (a thread outliving its test, a teardown): the end of the session deletes it.
+        # Otherwise (a fixture's teardown, a thread outliving its test): nf_provisioner
+        # releases it at the end of the session.
 
     def _context_name(self) -> str:
         stack = self._state.fixture_stack

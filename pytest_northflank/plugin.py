@@ -339,6 +339,8 @@ class PluginState:
     settings: Settings | None = None
     stats: RunStats | None = None
     current_item: pytest.Item | None = None
+    # True while the current test's body runs (finalizers can be added to it then).
+    in_call: bool = False
     fixture_stack: list[FixtureContext] = field(default_factory=list)
     # Every sandbox made in this process, in creation order (reports, keep, the safety net).
     sandboxes: list[Sandbox] = field(default_factory=list)
@@ -516,6 +518,16 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         return (yield)
     finally:
         state.current_item = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    state = get_state(item.config)
+    state.in_call = True
+    try:
+        yield
+    finally:
+        state.in_call = False
 
 
 @pytest.hookimpl(wrapper=True)

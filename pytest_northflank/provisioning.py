@@ -20,6 +20,7 @@ from pytest_northflank.errors import (
     ApiError,
     ApiValidationError,
     AuthenticationError,
+    ConfigError,
     DeploymentFailed,
     NorthflankError,
     NotFoundError,
@@ -95,7 +96,9 @@ def open_client(state: PluginState, settings: Settings) -> NorthflankClient:
             server.token, base_url=server.url, team_id=settings.team, user_agent=_user_agent()
         )
     else:
-        assert settings.token is not None  # check_usable() made sure at session start
+        settings.check_usable()  # a conftest may have overridden nf_settings
+        if settings.token is None:
+            raise ConfigError("the northflank backend needs NORTHFLANK_API_TOKEN")
         client = NorthflankClient(
             settings.token.get_secret_value(),
             base_url=settings.api_url,

@@ -184,6 +184,8 @@ def sandbox_section(nodeid: str, sandboxes: list[Sandbox]) -> str:
 
 
 def _log_tail(sandbox: Sandbox) -> list[str]:
+    if sandbox.deleted:
+        return ["it was deleted already, and its logs with it"]
     try:
         log = sandbox.logs(SECTION_LOG_LINES)
     except Exception as error:  # the report must not fail because the logs could not be read

@@ -242,14 +242,24 @@ class Sandbox:
     # -------------------------------------------------------------------------------- files
 
     def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
-        """Copy a local file or directory into the sandbox at ``remote_path``."""
+        """Copy a local file or directory into the sandbox, streamed.
+
+        A file lands at ``remote_path`` (inside it, if that is an existing directory); a
+        directory's contents land in ``remote_path``. Modes, symlinks and empty directories are
+        kept; the image needs ``sh`` and ``tar``.
+        """
         self._transfer(
             f"upload {os.fspath(local_path)} -> {remote_path}",
             lambda: self._client.upload(self.project_id, self.id, Path(local_path), remote_path),
         )
 
     def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
-        """Copy a file or directory from the sandbox to ``local_path``."""
+        """Copy a file or directory out of the sandbox to ``local_path``, streamed.
+
+        A file lands at ``local_path`` (inside it, if that is an existing directory); a
+        directory's contents land in ``local_path``. Members that would land outside it are
+        refused (``UnsafeArchiveError``).
+        """
         self._transfer(
             f"download {remote_path} -> {os.fspath(local_path)}",
             lambda: self._client.download(self.project_id, self.id, remote_path, Path(local_path)),

@@ -4,7 +4,7 @@ marker validation and auto-marking. None of these runs provision a sandbox."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import sys
 
 import pytest
 
@@ -523,17 +523,11 @@ def test_loading_the_plugin_imports_no_network_or_emulator_code(
         "    or m.startswith(('pytest_northflank.client', 'pytest_northflank.emulator')))\n"
         "print('HEAVY:', heavy)\n"
     )
-    result = pytester.run(sys_executable(), str(script))
+    result = pytester.run(sys.executable, str(script))
     result.stdout.fnmatch_lines(["HEAVY: []"])
 
 
-def sys_executable() -> str:
-    import sys
-
-    return sys.executable
-
-
-def test_package_exports(tmp_path: Path) -> None:
+def test_package_exports() -> None:
     import pytest_northflank
 
     assert pytest_northflank.__version__

@@ -143,6 +143,18 @@ class TestClassScope:
 
 def test_after_the_class(nf_client, nf_settings):
     assert IDS["class"] not in alive(nf_client, nf_settings)
+
+@pytest.fixture
+def makes_one_in_its_teardown(nf_sandbox_factory):
+    yield
+    # No scope is being set up any more: the sandbox is released at the end of the session.
+    IDS["late"] = nf_sandbox_factory().id
+
+def test_late_maker(makes_one_in_its_teardown):
+    pass
+
+def test_late_one_still_alive(nf_client, nf_settings):
+    assert IDS["late"] in alive(nf_client, nf_settings)
 """
 
 AFTER_MODULE = """
@@ -160,8 +172,8 @@ def test_each_sandbox_lives_as_long_as_the_scope_that_asked_for_it(
 ) -> None:
     pytester.makepyfile(test_scopes=SCOPES, test_scopes_z_after=AFTER_MODULE)
     result = run(pytester)
-    result.assert_outcomes(passed=6)
-    assert "sandboxes: 5 created, 5 deleted, 0 kept" in summary(result)
+    result.assert_outcomes(passed=8)
+    assert "sandboxes: 6 created, 6 deleted, 0 kept" in summary(result)
 
 
 def test_the_closest_marker_wins_and_reaches_the_service(pytester: pytest.Pytester) -> None:

@@ -90,6 +90,17 @@ class Deployments:
         await asyncio.to_thread(container.stop, grace)
 
 
+async def current(state: EmulatorState, project_id: str, service_id: str) -> ServiceRecord:
+    """The service with its deployment status brought up to date."""
+    service = state.service(project_id, service_id)
+    wait = state.settle_wait(service)
+    if wait > 0:
+        await asyncio.sleep(wait)
+        service = state.service(project_id, service_id)  # it may be gone by now
+    state.refresh(service)
+    return service
+
+
 def service_logs(service: ServiceRecord) -> list[tuple[str, LogRecord]]:
     """Every kept log line of the service, oldest first, with the instance that wrote it."""
     lines = list(service.old_logs)

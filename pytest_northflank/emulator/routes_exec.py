@@ -25,7 +25,13 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from pytest_northflank.emulator.context import EmulatorContext, context_of
-from pytest_northflank.emulator.runtime import CommandNotFound, CommandNotRunnable, ExecProcess
+from pytest_northflank.emulator.deployments import current
+from pytest_northflank.emulator.runtime import (
+    CommandNotFound,
+    CommandNotRunnable,
+    Container,
+    ExecProcess,
+)
 from pytest_northflank.emulator.state import ServiceRecord
 from pytest_northflank.emulator.ws_common import (
     CLOSE_DROPPED,
@@ -265,8 +271,6 @@ class ExecSession:
         await self._supervise(process, request)
 
     async def _target(self, request: ExecRequest) -> ServiceRecord:
-        from pytest_northflank.emulator.routes_rest import current
-
         params = self.websocket.path_params
         if params["segment"] != "services":
             raise TargetUnavailable(
@@ -298,16 +302,15 @@ class ExecSession:
             )
         return service
 
-    async def _start(self, request: ExecRequest, container: Any) -> ExecProcess:
+    async def _start(self, request: ExecRequest, container: Container) -> ExecProcess:
         candidates = [request.argv]
         if request.interactive_fallback:
             candidates = [[shell] for shell in DEFAULT_SHELLS]
         for position, argv in enumerate(candidates):
             try:
-                process: ExecProcess = await container.exec(
+                return await container.exec(
                     argv, tty=request.tty, rows=request.rows, columns=request.columns
                 )
-                return process
             except CommandNotFound:
                 if position == len(candidates) - 1:
                     raise
@@ -438,8 +441,8 @@ class ExecSession:
                 await asyncio.wait_for(asyncio.shield(pump), DRAIN_QUIET_SECONDS)
             if self.output_frames == seen and not self.sender.lock.locked():
                 break
-        if pump.done() and not pump.cancelled() and pump.exception() is not None:
-            raise pump.exception()  # type: ignore[misc]
+        if pump.done() and not pump.cancelled():
+            pump.result()  # re-raises a failure of the output pump
 
     async def _complete(self, exit_code: int) -> None:
         if self.drop_after is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -10,12 +9,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pytest_northflank.emulator.context import context_of, ok, read_json
+from pytest_northflank.emulator.deployments import current
 from pytest_northflank.emulator.pagination import paginate
 from pytest_northflank.emulator.state import (
     REGION,
-    EmulatorState,
     ProjectRecord,
-    ServiceRecord,
     TagRecord,
     utcnow,
 )
@@ -130,17 +128,6 @@ async def delete_tag(request: Request) -> Response:
 
 
 # -- services ---------------------------------------------------------------------------------
-
-
-async def current(state: EmulatorState, project_id: str, service_id: str) -> ServiceRecord:
-    """The service with its deployment status brought up to date."""
-    service = state.service(project_id, service_id)
-    wait = state.settle_wait(service)
-    if wait > 0:
-        await asyncio.sleep(wait)
-        service = state.service(project_id, service_id)  # it may be gone by now
-    state.refresh(service)
-    return service
 
 
 def _service_of(request: Request) -> tuple[str, str]:

@@ -202,12 +202,19 @@ def test_the_closest_marker_wins_and_reaches_the_service(pytester: pytest.Pytest
 
         def test_settings_apply_without_marker(nf_sandbox_factory, nf_client, nf_settings):
             box = nf_sandbox_factory()
+            assert "main-from-settings" in box.logs()
             service = nf_client.get_service(nf_settings.project_in_use, box.id)
             assert (service.image, service.plan) == ("debian:12", "nf-compute-10")
             assert service.tags == ["a"]
         """
     )
-    result = run(pytester, "--nf-image=debian:12", "--nf-plan=nf-compute-10", "--nf-tag=a")
+    result = run(
+        pytester,
+        "--nf-image=debian:12",
+        "--nf-plan=nf-compute-10",
+        "--nf-tag=a",
+        "--nf-command=sh -c 'echo main-from-settings; exec sleep infinity'",
+    )
     result.assert_outcomes(passed=4)
 
 
@@ -385,19 +392,22 @@ def test_marker_keep_overrides_the_setting(pytester: pytest.Pytester) -> None:
     assert "kept as asked" in text
 
 
+@pytest.mark.parametrize("where", ["marker", "option"])
 def test_a_readiness_timeout_says_what_happened_and_deletes_the_sandbox(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, where: str
 ) -> None:
+    marker = "@pytest.mark.nf_sandbox(ready_timeout=0.5)" if where == "marker" else ""
     pytester.makepyfile(
-        test_slow="""
+        test_slow=f"""
         import pytest
 
-        @pytest.mark.nf_sandbox(ready_timeout=0.5)
+        {marker}
         def test_slow(nf_sandbox):
             pass
         """
     )
-    result = run(pytester, "--nf-emulator-ready-delay=30")
+    timeout = ["--nf-ready-timeout=0.5"] if where == "option" else []
+    result = run(pytester, "--nf-emulator-ready-delay=30", *timeout)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -409,6 +419,23 @@ def test_a_readiness_timeout_says_what_happened_and_deletes_the_sandbox(
         ]
     )
     assert "sandboxes: 1 created, 1 deleted, 0 kept, 1 never became ready" in summary(result)
+
+
+def test_directory_isolation_on_request(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_box(nf_sandbox):
+            assert nf_sandbox.run("pwd").stdout.strip() != "/"
+        """
+    )
+    result = run(pytester, "--nf-emulator-isolation=directory")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "northflank: backend=emulator * isolation=directory *",
+            "embedded emulator at http://127.0.0.1:*, isolation directory (*)",
+        ]
+    )
 
 
 def test_a_long_wait_shows_progress_and_a_short_one_does_not(pytester: pytest.Pytester) -> None:

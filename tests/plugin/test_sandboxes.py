@@ -218,6 +218,26 @@ def test_the_closest_marker_wins_and_reaches_the_service(pytester: pytest.Pytest
     result.assert_outcomes(passed=4)
 
 
+def test_a_conftest_can_override_the_settings_layer(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def nf_settings(nf_settings):
+            return nf_settings.model_copy(update={"image": "python:3.12-slim", "tags": ("ci",)})
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_box(nf_sandbox, nf_client, nf_settings):
+            service = nf_client.get_service(nf_settings.project_in_use, nf_sandbox.id)
+            assert (service.image, service.tags) == ("python:3.12-slim", ["ci"])
+        """
+    )
+    run(pytester).assert_outcomes(passed=1)
+
+
 def test_factory_keywords_are_checked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_factory="""

@@ -240,26 +240,26 @@ class ExecSession:
         instance = service.instance
         assert instance is not None
         assert instance.container is not None
+        ack = {
+            "type": "init",
+            "data": {
+                "auth": "successful",
+                "context": {"instanceName": instance.name, "containerName": service.id},
+            },
+        }
         drop = self.ctx.state.faults.exec_drop
         if drop is not None and drop.remaining > 0:
             drop.remaining -= 1
             self.drop_after = drop.after_frames
-        await self.sender.send(
-            {
-                "type": "init",
-                "data": {
-                    "auth": "successful",
-                    "context": {"instanceName": instance.name, "containerName": service.id},
-                },
-            }
-        )
-        if self.drop_after == 0:
-            await self._drop()
-            return
+            if self.drop_after == 0:
+                await self.sender.send(ack)
+                await self._drop()
+                return
         try:
             process = await self._start(request, instance.container)
         except CommandNotRunnable as exc:
             # What a shell prints and returns when a program cannot be run.
+            await self.sender.send(ack)
             message = f"{exc}\n"
             data = message.encode() if request.encoding == "base64" else message
             await self._send_output("stderr", data, request.encoding)
@@ -268,6 +268,8 @@ class ExecSession:
         except EmulatorError as exc:
             await self.sender.error(f"the command could not be started: {exc}")
             return
+        # The ack goes once the command runs: a client may count on it being there.
+        await self.sender.send(ack)
         await self._supervise(process, request)
 
     async def _target(self, request: ExecRequest) -> ServiceRecord:

@@ -222,7 +222,7 @@ def test_a_log_tail_and_a_range_fetch(
     sdk: ApiClient, ready_service: Callable[..., str], emulator: EmulatorServer
 ) -> None:
     script = (
-        "sh -c 'echo ready; while :; do if [ -e /tmp/go ]; then rm /tmp/go; echo went; fi; "
+        "sh -c 'echo ready; while :; do if [ -e go-flag ]; then rm go-flag; echo went; fi; "
         "sleep 0.02; done'"
     )
     sid = ready_service("logs", script)
@@ -230,7 +230,7 @@ def test_a_log_tail_and_a_range_fetch(
         lines = iter(tail)
         assert next(lines).log == "ready"
         sdk.exec.run_service_command(
-            project_id=PROJECT, service_id=sid, command=["touch", "/tmp/go"]
+            project_id=PROJECT, service_id=sid, command=["touch", "go-flag"]
         )
         assert next(lines).log == "went"
     fetched = sdk.logs.fetch_service_logs(project_id=PROJECT, service_id=sid)

@@ -428,3 +428,29 @@ def test_a_dropped_exec_connection(emulator_clean: EmulatorServer) -> None:
     early = run_exec(emulator_clean, started["id"], command=["echo", "never"])
     assert [f["type"] for f in early.frames] == ["init"]
     assert early.close_code == 1011
+
+
+# -- the container going away ------------------------------------------------------------------
+
+
+def test_exec_after_the_main_process_ended_is_refused(emulator_clean: EmulatorServer) -> None:
+    with Api(emulator_clean) as api:
+        started = api.start("ending", "sh -c 'while [ ! -e stop-flag ]; do sleep 0.02; done'")
+        path = f"/v1/projects/{PROJECT}/services/{started['id']}/containers"
+        run_exec(emulator_clean, started["id"], command=["touch", "stop-flag"])
+        assert eventually(lambda: api.ok("GET", path)["containers"][0]["status"] == "TASK_FINISHED")
+        assert api.get(started["id"])["status"]["deployment"]["status"] == "COMPLETED"
+    result = run_exec(emulator_clean, started["id"], command=["true"])
+    assert result.error.endswith("no running instance (its main process has exited)")
+
+
+def test_deleting_the_service_ends_an_open_exec(emulator_clean: EmulatorServer) -> None:
+    with Api(emulator_clean) as api:
+        started = api.start("deleted under exec")
+        with exec_socket(emulator_clean, started["id"]) as ws:
+            send(ws, init_frame(emulator_clean.token, command=["sleep", "600"]))
+            assert json.loads(ws.recv(timeout=30))["type"] == "init"
+            api.delete(started["id"])
+            result = collect(ws)
+    assert result.completion["exitCode"] == 137  # SIGKILLed with its sandbox
+    assert result.completion["status"] == "Failure"

@@ -14,10 +14,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from pytest_northflank.emulator import EmulatorServer
 
-# Prints three lines, then one more each time /tmp/poke appears.
+# Prints three lines, then one more each time poke-flag appears.
 CHATTY = (
     "sh -c 'echo first; echo second; echo third; "
-    'while :; do if [ -e /tmp/poke ]; then rm /tmp/poke; echo "poked $(date +%N)"; fi; '
+    'while :; do if [ -e poke-flag ]; then rm poke-flag; echo "poked $(date +%N)"; fi; '
     "sleep 0.02; done'"
 )
 
@@ -125,7 +125,7 @@ def test_the_tail_sends_the_backlog_then_live_lines(
         assert json.loads(ws.recv(timeout=30)) == {"type": "init", "data": {"auth": "successful"}}
         assert next_lines(ws) == ["second", "third"]
         for _ in range(2):
-            run_exec(emulator_clean, service["id"], command=["touch", "/tmp/poke"])
+            run_exec(emulator_clean, service["id"], command=["touch", "poke-flag"])
             (line,) = next_lines(ws)
             assert line.startswith("poked ")
         # A deleted service ends the tail with a normal close.

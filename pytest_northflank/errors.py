@@ -134,7 +134,11 @@ class CommandTimeout(ExecError):
 
 
 class CommandFailed(NorthflankError):
-    """``CommandResult.check()`` found a non-zero exit code."""
+    """``CommandResult.check()`` found a non-zero exit code; ``result`` is that result."""
+
+    def __init__(self, message: str, *, result: Any = None) -> None:
+        self.result = result
+        super().__init__(message)
 
 
 class FileTransferError(NorthflankError):

@@ -77,7 +77,7 @@ class CommandResult:
             message += f"\n--- end of {stream} ---\n{_tail(text)}"
         else:
             message += " (no output)"
-        raise CommandFailed(message)
+        raise CommandFailed(message, result=self)
 
     def __repr__(self) -> str:
         return (

@@ -27,6 +27,8 @@ from pytest_northflank.ledger import Ledger, LedgerEntry
 
 if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.plugin import PluginState
+    from pytest_northflank.settings import Settings
 
 log = logging.getLogger("pytest_northflank.cleanup")
 
@@ -129,3 +131,107 @@ class GracefulSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
         raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+# --------------------------------------------------------------------------------------------
+# The run's lifecycle, driven by the plugin's hooks
+
+
+def guard_process(state: PluginState) -> None:
+    """Make SIGTERM and SIGHUP tear down like Ctrl-C in this process (once, main thread only)."""
+    import threading
+
+    if state.signals is None and threading.current_thread() is threading.main_thread():
+        state.signals = GracefulSignals()
+        state.signals.install()
+
+
+def start_run(state: PluginState, settings: Settings) -> None:
+    """In the controller (or the only process) of a run on Northflank: start the reaper.
+
+    From here on, whatever way pytest ends, the run's services are deleted: by the fixtures'
+    teardown, by :func:`finish_run`, or by the reaper if pytest dies before either.
+    """
+    from pytest_northflank.reaper import ReaperProcess
+
+    guard_process(state)
+    if settings.backend_in_use != "northflank" or settings.token is None:
+        return  # the embedded emulator dies with pytest, and its sandboxes with it
+    state.run_dir.mkdir(parents=True, exist_ok=True)
+    state.reaper = ReaperProcess.start(
+        ledger_path=state.ledger.path,
+        base_url=settings.api_url,
+        token=settings.token.get_secret_value(),
+        team_id=settings.team,
+    )
+
+
+def _sweep_with_new_client(
+    state: PluginState, settings: Settings, entries: list[LedgerEntry]
+) -> SweepResult:
+    from pytest_northflank.provisioning import open_client
+
+    client = open_client(state, settings)
+    try:
+        return sweep(client, state.ledger, entries)
+    finally:
+        client.close()
+        state.clients.remove(client)
+
+
+def _notes(result: SweepResult, what: str, run_id: str) -> list[str]:
+    notes = []
+    if result.deleted:
+        notes.append(f"{what}: deleted {len(result.deleted)} sandbox(es) left behind")
+    for name, reason in result.failed.items():
+        notes.append(
+            f"could not delete {name}: {reason}; the reaper keeps trying, or run: "
+            f"pytest-northflank reap --run {run_id} --yes"
+        )
+    return notes
+
+
+def finish_run(state: PluginState) -> None:
+    """End of the session in the controller: delete what the run left alive, release the reaper.
+
+    Services that could not be deleted stay in the ledger, and the reaper is then *not* told
+    the run is clean, so it keeps trying after pytest exits.
+    """
+    failed = False
+    try:
+        if state.ledger.path.exists():
+            alive = state.ledger.alive()
+            if alive:
+                result = _sweep_with_new_client(state, state.require_settings(), alive)
+                failed = bool(result.failed)
+                state.require_stats().cleanup_notes += _notes(
+                    result, "end of session", state.run_id
+                )
+    finally:
+        if state.reaper is not None:
+            reaper, state.reaper = state.reaper, None
+            if failed:
+                reaper.abandon()
+            else:
+                reaper.finish_clean()
+        if not failed:
+            import shutil
+
+            shutil.rmtree(state.run_dir, ignore_errors=True)
+        if state.signals is not None:
+            state.signals.uninstall()
+            state.signals = None
+
+
+def clean_up_after_worker(state: PluginState, worker_id: str, instance: str) -> None:
+    """A worker went down with an error: delete the services that worker process made."""
+    owned = [
+        entry
+        for entry in state.ledger.alive(include_shared=False)
+        if entry.owner.startswith(f"{instance}:")
+    ]
+    if owned:
+        result = _sweep_with_new_client(state, state.require_settings(), owned)
+        state.require_stats().cleanup_notes += _notes(
+            result, f"worker {worker_id} crashed", state.run_id
+        )

@@ -64,9 +64,12 @@ def nf_provisioner(
 
     At the end of the session it releases any sandbox of its own that no scope released.
     """
+    from pytest_northflank.cleanup import guard_process
     from pytest_northflank.provisioning import Provisioner
 
-    provisioner = Provisioner.for_session(_state(pytestconfig), nf_client, nf_settings)
+    state = _state(pytestconfig)
+    guard_process(state)  # SIGTERM/SIGHUP now tear down like Ctrl-C
+    provisioner = Provisioner.for_session(state, nf_client, nf_settings)
     try:
         yield provisioner
     finally:

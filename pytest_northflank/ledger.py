@@ -1,7 +1,8 @@
 """The run ledger: one file per run, shared by every process of the run, listing its services.
 
 A service is written down *before* its create request is sent (``intent``), again once the API
-has given it an id (``created``) and once more after its deletion (``deleted``). Whoever cleans
+has given it an id (``created``) and once more after its deletion (``deleted``), or when the
+user asked to keep it (``kept``: no cleanup path deletes it). Whoever cleans
 up (the fixture teardown, the xdist controller, the reaper process, ``pytest-northflank reap``)
 reads the same file, so a service whose create call was in flight when a process died is still
 found, by name. Appends are guarded by a ``filelock`` lock; each line is one JSON object.
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from filelock import FileLock
 
-EntryState = Literal["intent", "created", "deleted"]
+EntryState = Literal["intent", "created", "kept", "deleted"]
 
 
 @dataclass
@@ -39,7 +40,8 @@ class LedgerEntry:
 
     @property
     def alive(self) -> bool:
-        return self.state != "deleted"
+        """Still to be deleted by whoever cleans up (kept services are not)."""
+        return self.state not in ("deleted", "kept")
 
 
 class Ledger:
@@ -90,6 +92,9 @@ class Ledger:
     def record_deleted(self, name: str) -> None:
         self._append({"op": "deleted", "name": name, "at": time.time()})
 
+    def record_kept(self, name: str) -> None:
+        self._append({"op": "kept", "name": name, "at": time.time()})
+
     def entries(self) -> list[LedgerEntry]:
         """Every service of the run, in creation order, with its latest state."""
         with self._lock:
@@ -119,8 +124,8 @@ class Ledger:
             elif name in entries and op == "created":
                 entries[name].state = "created"
                 entries[name].service_id = str(record.get("id"))
-            elif name in entries and op == "deleted":
-                entries[name].state = "deleted"
+            elif name in entries and op in ("deleted", "kept"):
+                entries[name].state = op
         return list(entries.values())
 
     def alive(self, *, owner: str | None = None, include_shared: bool = True) -> list[LedgerEntry]:

@@ -26,8 +26,11 @@ from pytest_northflank.fixtures import (
 )
 
 if TYPE_CHECKING:
+    from pytest_northflank.cleanup import GracefulSignals
     from pytest_northflank.client import NorthflankClient
     from pytest_northflank.emulator import EmulatorServer
+    from pytest_northflank.ledger import Ledger
+    from pytest_northflank.reaper import ReaperProcess
     from pytest_northflank.reporting import RunStats
     from pytest_northflank.sandbox import Sandbox
     from pytest_northflank.settings import Settings
@@ -348,6 +351,12 @@ class PluginState:
     emulator: EmulatorServer | None = None
     # Stats of xdist workers, merged by the controller.
     worker_stats: list[dict[str, Any]] = field(default_factory=list)
+    # This process's owner token in the ledger: the xdist controller gives each worker process
+    # a fresh one, so a crashed worker's replacement is a different owner.
+    instance: str | None = None
+    reaper: ReaperProcess | None = None
+    signals: GracefulSignals | None = None
+    _ledger: Ledger | None = None
 
     @property
     def run_id(self) -> str:
@@ -356,6 +365,31 @@ class PluginState:
 
             self.given_run_id = new_run_id()
         return self.given_run_id
+
+    @property
+    def is_controller(self) -> bool:
+        """True in the xdist controller, and in a run without xdist (the only process)."""
+        return not hasattr(self.config, "workerinput")
+
+    @property
+    def run_dir(self) -> Path:
+        """Files shared by the processes of this run (the ledger, locks)."""
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "pytest-northflank" / f"run-{self.run_id}"
+
+    @property
+    def ledger(self) -> Ledger:
+        """The run ledger, shared by every process of the run."""
+        if self._ledger is None:
+            from pytest_northflank.ledger import Ledger
+
+            self._ledger = Ledger(self.run_dir / "ledger.jsonl")
+        return self._ledger
+
+    @property
+    def ledger_owner(self) -> str:
+        return f"{self.instance or self.worker_id}:{os.getpid()}"
 
     @property
     def current_test(self) -> str | None:
@@ -383,8 +417,6 @@ class PluginState:
 
 
 STATE_KEY = pytest.StashKey[PluginState]()
-# The workerinput key carrying the run id to xdist workers (same key as pytest_northflank.xdist).
-RUN_ID_KEY = "nf_run_id"
 
 
 def get_state(config: pytest.Config) -> PluginState:
@@ -429,12 +461,15 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     state = PluginState(config=config, worker_id="master")
     if workerinput is not None:
+        from pytest_northflank.xdist import worker_settings
+
         state.worker_id = str(workerinput.get("workerid", "gw?"))
-        if RUN_ID_KEY in workerinput:
-            state.given_run_id = str(workerinput[RUN_ID_KEY])
+        state.given_run_id, state.instance = worker_settings(workerinput)
     config.stash[STATE_KEY] = state
-    if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(XdistHooks(config), "northflank-xdist")
+    if workerinput is None and config.pluginmanager.hasplugin("xdist"):
+        from pytest_northflank.xdist import XdistController
+
+        config.pluginmanager.register(XdistController(config), "northflank-xdist")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -453,6 +488,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             state.require_settings()
         except ConfigError as error:
             raise pytest.UsageError(f"pytest-northflank: {error}") from None
+    if state.is_controller and raw.backend_in_use == "northflank":
+        from pytest_northflank.cleanup import start_run
+
+        start_run(state, state.require_settings())
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -569,10 +608,16 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # trylast: after pytest tore down the session fixtures (and the sandboxes with them).
     state = get_state(session.config)
-    if state.sandboxes or state.clients or state.emulator is not None:
-        from pytest_northflank.fixtures import finish_session
+    try:
+        if state.is_controller and (state.reaper is not None or state.ledger.path.exists()):
+            from pytest_northflank.cleanup import finish_run
 
-        finish_session(state)
+            finish_run(state)
+    finally:
+        if state.sandboxes or state.clients or state.emulator is not None:
+            from pytest_northflank.fixtures import finish_session
+
+            finish_session(state)
     workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
     if workeroutput is not None and state.stats is not None:
         workeroutput["northflank"] = state.stats.to_json()
@@ -585,20 +630,3 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     from pytest_northflank.reporting import write_summary
 
     write_summary(terminalreporter, state)
-
-
-class XdistHooks:
-    """Hooks that exist only when pytest-xdist is installed (its hook specs must be loaded)."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-
-    def pytest_configure_node(self, node: Any) -> None:
-        # One run id for the whole run: the workers put it in their service names.
-        node.workerinput[RUN_ID_KEY] = get_state(self.config).run_id
-
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        output = getattr(node, "workeroutput", None) or {}
-        stats = output.get("northflank")
-        if stats is not None:
-            get_state(self.config).worker_stats.append(stats)

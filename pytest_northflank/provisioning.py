@@ -150,6 +150,7 @@ class Provisioner:
         project_id: str,
         progress: Callable[[str], None] | None = None,
         ledger: Ledger | None = None,
+        ledger_owner: str | None = None,
         register: Callable[[Sandbox], None] | None = None,
         create_missing_tags: bool = False,
         sleep: Callable[[float], None] = time.sleep,
@@ -163,6 +164,8 @@ class Provisioner:
         self.progress = progress
         #: Optional run ledger: each service is written down before its create request.
         self.ledger = ledger
+        #: Who the ledger says made this provisioner's services (a worker process instance).
+        self.ledger_owner = ledger_owner or f"{owner.worker_id}:{os.getpid()}"
         self._register = register
         # On the embedded emulator, tags named in the settings are made on first use, so a
         # suite configured for a real cluster (nf_tags = spot-workload) also runs offline.
@@ -186,6 +189,8 @@ class Provisioner:
             owner=Ownership(state.run_id, state.worker_id),
             project_id=settings.project_in_use,
             progress=progress_writer(state.config),
+            ledger=state.ledger,
+            ledger_owner=state.ledger_owner,
             register=state.sandboxes.append,
             create_missing_tags=settings.backend_in_use == "emulator",
         )
@@ -224,7 +229,7 @@ class Provisioner:
                 name=spec.name,
                 project_id=self.project_id,
                 worker_id=self.owner.worker_id,
-                owner=f"{self.owner.worker_id}:{os.getpid()}",
+                owner=self.ledger_owner,
             )
         try:
             service = self.client.create_deployment_service(self.project_id, spec)
@@ -356,6 +361,8 @@ class Provisioner:
             with self._lock:
                 if sandbox in self.alive:
                     self.alive.remove(sandbox)
+            if self.ledger is not None:
+                self.ledger.record_kept(sandbox.name)
             self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
             return
         self.delete(sandbox)
@@ -377,6 +384,8 @@ class Provisioner:
             from pytest_northflank.reporting import KeptSandbox
 
             sandbox.kept = True
+            if self.ledger is not None:
+                self.ledger.record_kept(sandbox.name)
             self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
             return f"\nKept for inspection (keep={sandbox.options.keep}): {sandbox.dashboard_url}"
         try:

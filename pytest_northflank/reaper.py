@@ -23,6 +23,7 @@ from typing import IO
 from pytest_northflank.ledger import Ledger
 
 CLEAN = b"clean"
+_ABANDONED: list[subprocess.Popen[bytes]] = []
 TOKEN_ENV = "NORTHFLANK_API_TOKEN"
 
 
@@ -84,6 +85,16 @@ class ReaperProcess:
     def pid(self) -> int:
         return self._process.pid
 
+    def abandon(self) -> None:
+        """Let go without saying ``clean``: the reaper sweeps what the ledger still lists.
+
+        It may outlive pytest doing so; the handle is parked so that it is not collected
+        (and warned about) while the reaper still runs.
+        """
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        _ABANDONED.append(self._process)
+
     def finish_clean(self, timeout: float = 10.0) -> None:
         """Tell the reaper the run cleaned up after itself; it exits touching nothing."""
         stdin: IO[bytes] | None = self._process.stdin
@@ -136,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"reaper: pytest ended without cleaning up; sweeping {args.ledger}", flush=True)
     left = reap(Ledger(args.ledger), args.base_url, token, args.team)
-    return 1 if left else 0
+    if left:
+        return 1
+    for leftover in (args.ledger, args.ledger.with_name(args.ledger.name + ".lock")):
+        leftover.unlink(missing_ok=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -103,6 +103,8 @@ class RunStats:
     rate_limit_observed: float | None = None
     # The embedded emulators started (one per process: xdist workers each have their own).
     emulators: list[dict[str, str]] = field(default_factory=list)
+    # What the run's cleanup did beyond the fixtures' teardown (crashed workers, leftovers).
+    cleanup_notes: list[str] = field(default_factory=list)
 
     def note_emulator(self, url: str, isolation: str, reason: str) -> None:
         self.emulators.append({"url": url, "isolation": isolation, "reason": reason})
@@ -127,6 +129,7 @@ class RunStats:
         self.failed += int(other.get("failed", 0))
         self.kept += [KeptSandbox(**kept) for kept in other.get("kept", [])]
         self.provisioning_seconds += [float(s) for s in other.get("provisioning_seconds", [])]
+        self.cleanup_notes += [str(note) for note in other.get("cleanup_notes", [])]
         self.api_requests += int(other.get("api_requests", 0))
         observed = other.get("rate_limit_observed")
         if observed is not None and (
@@ -205,12 +208,16 @@ def write_summary(terminalreporter: Any, state: PluginState) -> None:
         stats.merge(state.stats.to_json())
     for worker in state.worker_stats:
         stats.merge(worker)
-    if not (stats.created or stats.api_requests or stats.kept or stats.failed):
+    if not (
+        stats.created or stats.api_requests or stats.kept or stats.failed or stats.cleanup_notes
+    ):
         return
     write = terminalreporter.write_line
     terminalreporter.write_sep("-", "northflank")
     for line in summary_lines(stats):
         write(line)
+    for note in stats.cleanup_notes:
+        write(note)
     if stats.kept:
         for line in kept_lines(stats.kept):
             write(line)

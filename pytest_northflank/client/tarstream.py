@@ -359,7 +359,7 @@ class _TreeWriter:
         # Directory modes and times last: a read-only directory must not block its children,
         # and writing children changes a directory's mtime.
         for path, mode, mtime in reversed(self.dir_attrs):
-            os.chmod(path, mode & _MODE_MASK | stat.S_IWUSR | stat.S_IXUSR)
+            os.chmod(path, mode & _MODE_MASK)
             os.utime(path, (mtime, mtime))
 
 

@@ -30,6 +30,9 @@ def make_tree(root: Path) -> None:
     (root / "dangling").symlink_to("does/not/exist")
     os.link(root / "sub" / "data.bin", root / "hardlink.bin")
     (root / "sub").chmod(0o700)
+    (root / "locked").mkdir()
+    (root / "locked" / "inside.txt").write_text("inside a read-only directory")
+    (root / "locked").chmod(0o555)
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, object]]:

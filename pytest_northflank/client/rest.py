@@ -320,7 +320,10 @@ class RestTransport:
         )
 
     def _error(self, method: str, path: str, response: httpx.Response) -> ApiError:
+        # Northflank documents x-ratelimit-reset; a standard Retry-After is honoured too.
         reset = _number(response.headers.get("x-ratelimit-reset"))
+        if reset is None:
+            reset = _number(response.headers.get("retry-after"))
         return api_error(
             response.status_code,
             response.content,

@@ -264,6 +264,15 @@ def test_429_waits_for_the_quota_reset_when_spent(
     assert 7 <= sleeps[0] <= 8
 
 
+def test_429_honours_retry_after_too(
+    client: NorthflankClient, api: FakeApi, sleeps: list[float]
+) -> None:
+    api.on("GET", GET, err(429, "slow down", headers={"retry-after": "4"}), ok(SERVICE))
+    client.get_service(P, "my-sandbox")
+    assert len(sleeps) == 1
+    assert 4 <= sleeps[0] <= 5
+
+
 def test_429_with_a_long_reset_raises_at_once_with_reset_after(
     client: NorthflankClient, api: FakeApi, sleeps: list[float]
 ) -> None:

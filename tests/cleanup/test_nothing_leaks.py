@@ -1,0 +1,199 @@
+"""Whole pytest runs on the real-backend path (an emulator in its own process is the API) that
+end badly: after each, the emulator holds no service of the run, and other runs keep theirs.
+
+Each suite writes ``started-<n>`` files into a signal directory once its sandbox is up, so the
+test knows when to strike without timing guesses.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from remote_emulator import RemoteEmulator, wait_for, write_suite
+
+SUITE_HEADER = """
+import os, pathlib, time
+import pytest
+
+SIGNALS = pathlib.Path(os.environ["NF_TEST_SIGNALS"])
+
+def announce(sandbox, what):
+    SIGNALS.mkdir(exist_ok=True)
+    (SIGNALS / f"{what}-{os.getpid()}").write_text(sandbox.name)
+"""
+
+
+def _pytest(
+    emulator: RemoteEmulator, suite: Path, signals: Path, *args: str
+) -> subprocess.Popen[str]:
+    env = emulator.env()
+    env["NF_TEST_SIGNALS"] = str(signals)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "northflank",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            str(suite),
+            *args,
+        ],
+        cwd=suite,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _announced(signals: Path, what: str, count: int = 1) -> bool:
+    return signals.exists() and len(list(signals.glob(f"{what}-*"))) >= count
+
+
+def _run_id(emulator: RemoteEmulator) -> str:
+    names = {name for name in emulator.service_names() if name.startswith("nft-")}
+    run_ids = {name.split("-")[1] for name in names}
+    assert len(run_ids) == 1, names
+    return run_ids.pop()
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    output, _ = process.communicate(timeout=timeout)
+    return output
+
+
+SLEEPING_SUITE = (
+    SUITE_HEADER
+    + """
+def test_waits(nf_sandbox):
+    announce(nf_sandbox, "started")
+    time.sleep(300)
+"""
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_leads_to_a_normal_teardown(
+    remote_emulator: RemoteEmulator, tmp_path: Path, signum: signal.Signals
+) -> None:
+    signals = tmp_path / "signals"
+    process = _pytest(remote_emulator, write_suite(tmp_path / "suite", SLEEPING_SUITE), signals)
+    assert wait_for(lambda: _announced(signals, "started"))
+    run_id = _run_id(remote_emulator)
+    os.kill(process.pid, signum)
+    output = _finish(process)
+    assert process.returncode == 2, output  # interrupted
+    assert remote_emulator.run_services(run_id) == set(), output
+    assert "sandboxes: 1 created, 1 deleted" in output
+
+
+def test_pytest_killed_with_sigkill_is_cleaned_up_by_the_reaper(
+    remote_emulator: RemoteEmulator, tmp_path: Path
+) -> None:
+    signals = tmp_path / "signals"
+    process = _pytest(remote_emulator, write_suite(tmp_path / "suite", SLEEPING_SUITE), signals)
+    assert wait_for(lambda: _announced(signals, "started"))
+    run_id = _run_id(remote_emulator)
+    os.kill(process.pid, signal.SIGKILL)
+    _finish(process)
+    assert wait_for(lambda: remote_emulator.run_services(run_id) == set(), timeout=90)
+
+
+CRASHING_WORKER_SUITE = (
+    SUITE_HEADER
+    + """
+@pytest.mark.parametrize("n", range(4))
+def test_work(nf_sandbox, n):
+    announce(nf_sandbox, "started")
+    assert nf_sandbox.run("true").ok
+    if n == 0:
+        {crash}
+"""
+)
+
+
+@pytest.mark.parametrize(
+    "crash", ["os._exit(3)", "os.kill(os.getpid(), 9)"], ids=["os-exit", "sigkill"]
+)
+def test_a_crashed_xdist_worker_leaves_nothing(
+    remote_emulator: RemoteEmulator, tmp_path: Path, crash: str
+) -> None:
+    suite = write_suite(tmp_path / "suite", CRASHING_WORKER_SUITE.replace("{crash}", crash))
+    process = _pytest(remote_emulator, suite, tmp_path / "signals", "-n", "2")
+    output = _finish(process, timeout=240)
+    assert process.returncode == 1, output
+    assert "crashed" in output
+    assert {name for name in remote_emulator.service_names() if name.startswith("nft-")} == set()
+    assert "deleted 1 sandbox(es) left behind" in output, output
+
+
+TEARDOWN_ERROR_SUITE = (
+    SUITE_HEADER
+    + """
+@pytest.fixture
+def broken(nf_sandbox_factory):
+    box = nf_sandbox_factory()
+    yield box
+    raise RuntimeError("teardown blew up")
+
+def test_uses_broken(broken):
+    assert broken.run("true").ok
+"""
+)
+
+
+def test_an_exception_in_teardown_still_deletes_the_sandbox(
+    remote_emulator: RemoteEmulator, tmp_path: Path
+) -> None:
+    suite = write_suite(tmp_path / "suite", TEARDOWN_ERROR_SUITE)
+    process = _pytest(remote_emulator, suite, tmp_path / "signals")
+    output = _finish(process)
+    assert "teardown blew up" in output
+    assert "1 passed, 1 error" in output
+    assert {name for name in remote_emulator.service_names() if name.startswith("nft-")} == set()
+
+
+def test_deletes_failing_with_5xx_for_a_while_are_retried(
+    remote_emulator: RemoteEmulator, tmp_path: Path
+) -> None:
+    suite = write_suite(
+        tmp_path / "suite",
+        SUITE_HEADER + "\ndef test_one(nf_sandbox):\n    assert nf_sandbox.run('true').ok\n",
+    )
+    remote_emulator.control.fail_next_deletes(count=12, status=503, message="unavailable")
+    process = _pytest(remote_emulator, suite, tmp_path / "signals")
+    output = _finish(process, timeout=180)
+    assert {name for name in remote_emulator.service_names() if name.startswith("nft-")} == set()
+    assert "1 passed" in output
+
+
+def test_two_concurrent_runs_only_clean_up_their_own(
+    remote_emulator: RemoteEmulator, tmp_path: Path
+) -> None:
+    signals_a, signals_b = tmp_path / "signals-a", tmp_path / "signals-b"
+    suite = write_suite(tmp_path / "suite", SLEEPING_SUITE)
+    run_a = _pytest(remote_emulator, suite, signals_a)
+    run_b = _pytest(remote_emulator, suite, signals_b)
+    assert wait_for(lambda: _announced(signals_a, "started") and _announced(signals_b, "started"))
+    name_a = next(signals_a.glob("started-*")).read_text()
+    name_b = next(signals_b.glob("started-*")).read_text()
+    run_a_id, run_b_id = name_a.split("-")[1], name_b.split("-")[1]
+    assert run_a_id != run_b_id
+
+    os.kill(run_a.pid, signal.SIGKILL)
+    _finish(run_a)
+    assert wait_for(lambda: remote_emulator.run_services(run_a_id) == set(), timeout=90)
+    assert remote_emulator.run_services(run_b_id) == {name_b}
+
+    os.kill(run_b.pid, signal.SIGTERM)
+    _finish(run_b)
+    assert remote_emulator.run_services(run_b_id) == set()

@@ -22,7 +22,7 @@ from pytest_northflank.emulator.context import context_of, ok
 from pytest_northflank.emulator.deployments import service_logs
 from pytest_northflank.emulator.routes_rest import SERVICE, api_routes
 from pytest_northflank.emulator.runtime import LogRecord
-from pytest_northflank.emulator.state import EmulatorState, ServiceRecord, iso, utcnow
+from pytest_northflank.emulator.state import ServiceRecord, iso, utcnow
 from pytest_northflank.emulator.ws_common import (
     CLOSE_NORMAL,
     ClientGone,
@@ -215,7 +215,7 @@ async def tail_logs(websocket: WebSocket) -> None:
     await sender.send({"type": "init", "data": {"auth": "successful"}})
     listener = asyncio.create_task(_until_client_leaves(websocket))
     try:
-        await _stream(ctx.state, service, query, sender, listener)
+        await _stream(service, query, sender, listener)
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
@@ -234,7 +234,6 @@ async def _until_client_leaves(websocket: WebSocket) -> None:
 
 
 async def _stream(
-    state: EmulatorState,
     service: ServiceRecord,
     query: LogQuery,
     sender: FrameSender,

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from pytest_northflank.emulator.context import context_of, ok, read_json
 from pytest_northflank.emulator.state import (
     BYOC_PROJECT_CREATE_MESSAGE,
+    RATE_LIMIT_WINDOW_SECONDS,
     ExecDrop,
     Faults,
     RateLimiter,
@@ -158,9 +159,12 @@ async def rate_limit(request: Request) -> Response:
     per_hour = _field(body, "perHour", (int,), None)
     if per_hour is not None and per_hour < 0:
         raise ApiValidationError(f"perHour must be >= 0 or null, got {per_hour}", status=400)
+    window = _field(body, "windowSeconds", (int, float), RATE_LIMIT_WINDOW_SECONDS)
+    if not window > 0:
+        raise ApiValidationError(f"windowSeconds must be > 0, got {window}", status=400)
     state = context_of(request).state
-    state.rate_limit = RateLimiter(per_hour)
-    return ok({"perHour": per_hour})
+    state.rate_limit = RateLimiter(per_hour, float(window))
+    return ok({"perHour": per_hour, "windowSeconds": float(window)})
 
 
 async def cluster(request: Request) -> Response:
@@ -305,9 +309,12 @@ class EmulatorControl:
         """Drop every pending fault; readiness goes back to the configured delay."""
         self._call("POST", "/faults/clear")
 
-    def set_rate_limit(self, per_hour: int | None) -> None:
-        """A new hourly quota (``None``: unlimited), starting a fresh window."""
-        self._call("POST", "/rate-limit", {"perHour": per_hour})
+    def set_rate_limit(
+        self, per_hour: int | None, *, window_seconds: float = RATE_LIMIT_WINDOW_SECONDS
+    ) -> None:
+        """A new hourly quota (``None``: unlimited), starting a fresh window. A shorter
+        ``window_seconds`` than the hour lets a test see the quota run out and come back."""
+        self._call("POST", "/rate-limit", {"perHour": per_hour, "windowSeconds": window_seconds})
 
     def set_spot_only(self, on: bool = True) -> None:
         """Make the cluster spot-only: creates need a tag whose ``useSpotNodes`` is true."""

@@ -228,11 +228,19 @@ class Faults:
 
 
 class RateLimiter:
-    """An hourly request quota whose window starts with the first request (as documented)."""
+    """An hourly request quota whose window starts with the first request (as documented).
 
-    def __init__(self, per_hour: int | None) -> None:
+    ``window`` shortens the hour, so that a test can see a quota run out and come back.
+    """
+
+    def __init__(self, per_hour: int | None, window: float = RATE_LIMIT_WINDOW_SECONDS) -> None:
         self.per_hour = per_hour
+        self.window = window
         self.used = 0
+        #: Requests answered 429 (over the whole life of this limiter, not one window).
+        self.refused = 0
+        #: Requests allowed, over the whole life of this limiter.
+        self.total_used = 0
         self.window_start: float | None = None
 
     @property
@@ -241,18 +249,21 @@ class RateLimiter:
 
     def take(self, now: float) -> tuple[bool, dict[str, str]]:
         """Count one request; whether it is allowed, and the ``x-ratelimit-*`` headers."""
-        if self.window_start is None or now - self.window_start >= RATE_LIMIT_WINDOW_SECONDS:
+        if self.window_start is None or now - self.window_start >= self.window:
             self.window_start, self.used = now, 0
         allowed = self.used < self.limit
         if allowed:
             self.used += 1
+            self.total_used += 1
+        else:
+            self.refused += 1
         return allowed, self.headers(now)
 
     def headers(self, now: float) -> dict[str, str]:
         if self.window_start is None:
-            reset = RATE_LIMIT_WINDOW_SECONDS
+            reset = self.window
         else:
-            reset = max(RATE_LIMIT_WINDOW_SECONDS - (now - self.window_start), 0.0)
+            reset = max(self.window - (now - self.window_start), 0.0)
         return {
             "x-ratelimit-limit": str(self.limit),
             "x-ratelimit-remaining": str(max(self.limit - self.used, 0)),
@@ -266,6 +277,9 @@ class RateLimiter:
             "used": self.used,
             "remaining": int(headers["x-ratelimit-remaining"]),
             "resetInSeconds": int(headers["x-ratelimit-reset"]),
+            "windowSeconds": self.window,
+            "totalUsed": self.total_used,
+            "refused": self.refused,
         }
 
 

@@ -99,6 +99,27 @@ def test_rate_limit_headers_on_every_api_answer_and_429_past_the_quota(
     assert api.request("GET", "/v1/projects").headers["x-ratelimit-limit"] == "1000000"
 
 
+def test_a_short_rate_limit_window_runs_out_and_comes_back(
+    api: Api, emulator_clean: EmulatorServer
+) -> None:
+    emulator_clean.control.set_rate_limit(2, window_seconds=1.0)
+    assert [api.request("GET", "/v1/projects").status_code for _ in range(3)] == [200, 200, 429]
+    refused = api.request("GET", "/v1/projects")
+    error_of(refused, 429)
+    assert refused.headers["x-ratelimit-reset"] == "1"
+    rate = emulator_clean.control.state()["rateLimit"]
+    assert (rate["used"], rate["totalUsed"], rate["refused"], rate["windowSeconds"]) == (
+        2, 2, 2, 1.0,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while api.request("GET", "/v1/projects").status_code == 429:
+        assert time.monotonic() < deadline, "the window never reset"
+        time.sleep(0.2)
+    rate = emulator_clean.control.state()["rateLimit"]
+    assert (rate["used"], rate["totalUsed"]) == (1, 3)
+    assert rate["refused"] >= 2
+
+
 def test_team_scoped_routes_answer_the_same(api: Api) -> None:
     plain = api.ok("GET", "/v1/projects")
     assert api.ok("GET", "/v1/teams/my-team/projects") == plain

@@ -197,6 +197,8 @@ def finish_run(state: PluginState) -> None:
     Services that could not be deleted stay in the ledger, and the reaper is then *not* told
     the run is clean, so it keeps trying after pytest exits.
     """
+    from pytest_northflank import shared_emulator
+
     failed = False
     try:
         if state.ledger.path.exists():
@@ -204,10 +206,14 @@ def finish_run(state: PluginState) -> None:
             if alive:
                 result = _sweep_with_new_client(state, state.require_settings(), alive)
                 failed = bool(result.failed)
-                state.require_stats().cleanup_notes += _notes(
-                    result, "end of session", state.run_id
-                )
+                stats = state.require_stats()
+                # The run-wide shared sandbox ends here by design; anything else leaked.
+                shared = {entry.name for entry in alive if entry.shared}
+                stats.deleted += len(shared.intersection(result.deleted))
+                result.deleted = [name for name in result.deleted if name not in shared]
+                stats.cleanup_notes += _notes(result, "end of session", state.run_id)
     finally:
+        shared_emulator.stop(state.run_dir)
         if state.reaper is not None:
             reaper, state.reaper = state.reaper, None
             if failed:

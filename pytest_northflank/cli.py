@@ -130,12 +130,6 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def cmd_emulator(args: argparse.Namespace) -> int:
-    from pytest_northflank.emulator.__main__ import main as emulator_main
-
-    return emulator_main(args.emulator_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytest-northflank",
@@ -169,18 +163,23 @@ def build_parser() -> argparse.ArgumentParser:
     reap.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     reap.set_defaults(handler=cmd_reap)
 
-    emulator = commands.add_parser(
+    commands.add_parser(
         "emulator",
-        help="serve the Northflank emulator (options as python -m pytest_northflank.emulator)",
+        help="serve the Northflank emulator; options as python -m pytest_northflank.emulator",
+        add_help=False,
     )
-    emulator.add_argument("emulator_args", nargs=argparse.REMAINDER)
-    emulator.set_defaults(handler=cmd_emulator)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["emulator"]:
+        # Every option after the word belongs to the emulator's own parser.
+        from pytest_northflank.emulator.__main__ import main as emulator_main
+
+        return emulator_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
         if args.command in ("list", "reap") and not args.project:
             raise UsageError("no project: pass --project or set NORTHFLANK_PROJECT_ID")

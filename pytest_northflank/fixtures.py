@@ -2,6 +2,7 @@
 
     nf_settings -> nf_client -> nf_provisioner -> nf_sandbox_factory -> nf_sandbox
                                                                      -> nf_sandbox_session
+                                               -> nf_sandbox_shared (one for the whole run)
 
 This module is imported when the plugin loads, so it imports nothing heavy at the top.
 """
@@ -206,6 +207,20 @@ def nf_sandbox_session(nf_sandbox_factory: SandboxFactory) -> Sandbox:
             nf_sandbox_session.write_text("test_a/input.txt", "data")
     """
     return nf_sandbox_factory.create(None, hint="session")
+
+
+@pytest.fixture(scope="session")
+def nf_sandbox_shared(
+    nf_provisioner: Provisioner, nf_settings: Settings, pytestconfig: pytest.Config
+) -> Sandbox:
+    """One sandbox for the whole run, shared by every xdist worker (nf_sandbox_session is one
+    per worker). Made once from the settings; deleted after the last worker finishes:
+        def test_cache_warm(nf_sandbox_shared):
+            nf_sandbox_shared.run("mkdir -p /srv/cache", check=True)
+    """
+    from pytest_northflank.shared_sandbox import shared_sandbox
+
+    return shared_sandbox(_state(pytestconfig), nf_provisioner, nf_settings)
 
 
 def finish_session(state: PluginState) -> None:

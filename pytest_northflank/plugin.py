@@ -22,6 +22,7 @@ from pytest_northflank.fixtures import (
     nf_sandbox,
     nf_sandbox_factory,
     nf_sandbox_session,
+    nf_sandbox_shared,
     nf_settings,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "nf_sandbox",
     "nf_sandbox_factory",
     "nf_sandbox_session",
+    "nf_sandbox_shared",
     "nf_settings",
 ]
 
@@ -182,7 +184,14 @@ DEFAULTS: dict[str, Any] = {spec.field: spec.default for spec in OPTIONS}
 TOKEN_ENV_VARS = ("NORTHFLANK_API_TOKEN", "NF_API_TOKEN")
 
 SANDBOX_FIXTURES = frozenset(
-    {"nf_sandbox", "nf_sandbox_session", "nf_sandbox_factory", "nf_client", "nf_provisioner"}
+    {
+        "nf_sandbox",
+        "nf_sandbox_session",
+        "nf_sandbox_shared",
+        "nf_sandbox_factory",
+        "nf_client",
+        "nf_provisioner",
+    }
 )
 
 MARKER_HELP = (
@@ -348,7 +357,10 @@ class PluginState:
     # Every sandbox made in this process, in creation order (reports, keep, the safety net).
     sandboxes: list[Sandbox] = field(default_factory=list)
     clients: list[NorthflankClient] = field(default_factory=list)
+    # The embedded emulator on a thread of this process (without xdist), and the URL and
+    # token of whichever embedded emulator this process uses.
     emulator: EmulatorServer | None = None
+    emulator_endpoint: tuple[str, str] | None = field(default=None, repr=False)
     # Stats of xdist workers, merged by the controller.
     worker_stats: list[dict[str, Any]] = field(default_factory=list)
     # This process's owner token in the ledger: the xdist controller gives each worker process
@@ -609,7 +621,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # trylast: after pytest tore down the session fixtures (and the sandboxes with them).
     state = get_state(session.config)
     try:
-        if state.is_controller and (state.reaper is not None or state.ledger.path.exists()):
+        if state.is_controller and (state.reaper is not None or state.run_dir.exists()):
             from pytest_northflank.cleanup import finish_run
 
             finish_run(state)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_northflank.errors import (
     ApiError,
@@ -70,20 +70,43 @@ def _user_agent() -> str:
     return f"{USER_AGENT}/{__version__}"
 
 
-def start_embedded_emulator(state: PluginState, settings: Settings) -> Any:
-    """The embedded emulator of this process, started on first use, stopped at session end."""
-    if state.emulator is None:
-        from pytest_northflank.emulator import EmulatorServer
+def embedded_emulator_endpoint(state: PluginState, settings: Settings) -> tuple[str, str]:
+    """URL and token of the embedded emulator, started on first use.
 
-        server = EmulatorServer(
-            isolation=settings.emulator_isolation,
-            ready_delay=settings.emulator_ready_delay,
-            project_ids=(settings.project_in_use,),
-        )
-        server.start()
-        state.emulator = server
-        state.require_stats().note_emulator(server.url, server.isolation, server.isolation_reason)
-    return state.emulator
+    Without xdist it runs on a thread of this process and stops at session end. Under xdist all
+    workers share one emulator process (see :mod:`pytest_northflank.shared_emulator`), so a
+    run-wide sandbox and the controller's crash cleanup see the same API.
+    """
+    if state.emulator_endpoint is None:
+        from pytest_northflank import shared_emulator
+
+        shared = shared_emulator.find(state.run_dir) if state.is_controller else None
+        if state.is_controller and shared is None:
+            from pytest_northflank.emulator import EmulatorServer
+
+            server = EmulatorServer(
+                isolation=settings.emulator_isolation,
+                ready_delay=settings.emulator_ready_delay,
+                project_ids=(settings.project_in_use,),
+            )
+            server.start()
+            state.emulator = server
+            url, token = server.url, server.token
+            isolation, reason = str(server.isolation), server.isolation_reason
+        else:
+            if shared is None:
+                shared = shared_emulator.find_or_start(
+                    state.run_dir,
+                    exit_with_pid=os.getppid(),  # the xdist controller
+                    isolation=settings.emulator_isolation,
+                    ready_delay=settings.emulator_ready_delay,
+                    project_id=settings.project_in_use,
+                )
+            url, token = shared.url, shared.token
+            isolation, reason = shared.isolation, shared.isolation_reason
+        state.emulator_endpoint = (url, token)
+        state.require_stats().note_emulator(url, isolation, reason)
+    return state.emulator_endpoint
 
 
 def open_client(state: PluginState, settings: Settings) -> NorthflankClient:
@@ -91,9 +114,9 @@ def open_client(state: PluginState, settings: Settings) -> NorthflankClient:
     from pytest_northflank.client import NorthflankClient
 
     if settings.backend_in_use == "emulator":
-        server = start_embedded_emulator(state, settings)
+        url, token = embedded_emulator_endpoint(state, settings)
         client = NorthflankClient(
-            server.token, base_url=server.url, team_id=settings.team, user_agent=_user_agent()
+            token, base_url=url, team_id=settings.team, user_agent=_user_agent()
         )
     else:
         settings.check_usable()  # a conftest may have overridden nf_settings
@@ -135,6 +158,13 @@ def progress_writer(config: pytest.Config) -> Callable[[str], None] | None:
             reporter.write_line(f"northflank: {message}")
 
     return write
+
+
+def _refuse_to_delete_shared(sandbox: Sandbox) -> None:
+    raise ConfigError(
+        f"sandbox {sandbox.name} is shared by the whole run; it is deleted when the run ends, "
+        "not by one test"
+    )
 
 
 class Provisioner:
@@ -219,7 +249,7 @@ class Provisioner:
 
     # ------------------------------------------------------------------------ the seams
 
-    def create(self, spec: DeploymentServiceSpec) -> Service:
+    def create(self, spec: DeploymentServiceSpec, *, shared: bool = False) -> Service:
         """Send the create request; API errors become messages that say what to do."""
         __tracebackhide__ = True  # users need the message, not our frames
         if self._create_missing_tags:
@@ -230,6 +260,7 @@ class Provisioner:
                 project_id=self.project_id,
                 worker_id=self.owner.worker_id,
                 owner=self.ledger_owner,
+                shared=shared,
             )
         try:
             service = self.client.create_deployment_service(self.project_id, spec)
@@ -317,12 +348,17 @@ class Provisioner:
         *,
         hint: str,
         current_test: Callable[[], str | None] = lambda: None,
+        shared: bool = False,
     ) -> Sandbox:
-        """Create a sandbox and wait until it is ready; a sandbox that fails is not left behind."""
+        """Create a sandbox and wait until it is ready; a sandbox that fails is not left behind.
+
+        A ``shared`` sandbox (one for the whole run) is not this provisioner's to release: the
+        run's controller deletes it at the end of the session.
+        """
         __tracebackhide__ = True  # users need the message, not our frames
         spec = self.spec_for(options, hint)
         started = self._clock()
-        service = self.create(spec)
+        service = self.create(spec, shared=shared)
         sandbox = Sandbox(
             self.client,
             project_id=self.project_id,
@@ -333,7 +369,7 @@ class Provisioner:
                 self.settings, self.client.base_url, self.project_id, service.id
             ),
             current_test=current_test,
-            deleter=self.delete,
+            deleter=_refuse_to_delete_shared if shared else self.delete,
         )
         try:
             self.wait_ready(service, timeout=options.ready_timeout)
@@ -342,8 +378,26 @@ class Provisioner:
             raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
         sandbox.provisioning_seconds = self._clock() - started
         self.stats.provisioning_seconds.append(sandbox.provisioning_seconds)
-        with self._lock:
-            self.alive.append(sandbox)
+        if not shared:
+            with self._lock:
+                self.alive.append(sandbox)
+        if self._register is not None:
+            self._register(sandbox)
+        return sandbox
+
+    def attach(self, service_id: str, name: str, options: SandboxOptions) -> Sandbox:
+        """A handle on a ready sandbox another process of the run made (the shared one)."""
+        sandbox = Sandbox(
+            self.client,
+            project_id=self.project_id,
+            service_id=service_id,
+            name=name,
+            options=options,
+            dashboard_url=dashboard_url(
+                self.settings, self.client.base_url, self.project_id, service_id
+            ),
+            deleter=_refuse_to_delete_shared,
+        )
         if self._register is not None:
             self._register(sandbox)
         return sandbox

@@ -227,12 +227,11 @@ def summary_lines(stats: RunStats) -> list[str]:
     lines = []
     modes = sorted({(e["isolation"], e["reason"]) for e in stats.emulators})
     isolation = "; ".join(f"isolation {mode} ({reason})" for mode, reason in modes)
-    if len(stats.emulators) == 1:
-        lines.append(f"embedded emulator at {stats.emulators[0]['url']}, {isolation}")
-    elif stats.emulators:
-        lines.append(
-            f"embedded emulators: {len(stats.emulators)} (one per xdist worker), {isolation}"
-        )
+    urls = sorted({e["url"] for e in stats.emulators})
+    if len(urls) == 1:
+        lines.append(f"embedded emulator at {urls[0]}, {isolation}")
+    elif urls:
+        lines.append(f"embedded emulators: {len(urls)}, {isolation}")
     counts = f"sandboxes: {stats.created} created, {stats.deleted} deleted, {len(stats.kept)} kept"
     if stats.failed:
         counts += f", {stats.failed} never became ready"

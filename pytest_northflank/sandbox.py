@@ -12,7 +12,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_northflank.errors import CommandFailed, CommandTimeout, FileTransferError
+from pytest_northflank.errors import (
+    CommandFailed,
+    CommandTimeout,
+    FileTransferError,
+    NorthflankError,
+)
 
 if TYPE_CHECKING:
     from pytest_northflank.client import LogLine, NorthflankClient
@@ -310,7 +315,7 @@ class Sandbox:
     def delete(self) -> None:
         """Delete the sandbox now instead of at the end of its scope (idempotent)."""
         if self._deleter is None:
-            raise RuntimeError(f"sandbox {self.name} was not made by a provisioner")
+            raise NorthflankError(f"sandbox {self.name} was not made by a provisioner")
         self._deleter(self)
 
     # ----------------------------------------------------------------------------- helpers

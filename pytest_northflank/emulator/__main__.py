@@ -80,7 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate-limit", type=int, metavar="PER_HOUR", help="hourly request quota (none)"
     )
     parser.add_argument("--state-dir", type=Path, help="where sandboxes live (a temp dir)")
+    parser.add_argument(
+        "--exit-with-pid",
+        type=int,
+        metavar="PID",
+        help="stop (deleting every sandbox) when process PID ends, e.g. the pytest run it serves",
+    )
     return parser
+
+
+def _watch_process(pid: int, stop_requested: threading.Event) -> None:
+    """Set ``stop_requested`` once ``pid`` no longer exists (checked twice a second)."""
+
+    def watch() -> None:
+        while not stop_requested.wait(0.5):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                stop_requested.set()
+            except PermissionError:
+                pass  # alive, owned by someone else
+
+    threading.Thread(target=watch, name="emulator-exit-with-pid", daemon=True).start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmulatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.exit_with_pid is not None:
+        _watch_process(args.exit_with_pid, stop_requested)
     try:
         print(f"Northflank emulator listening on {server.url}", flush=True)
         print(f"isolation: {server.isolation} ({server.isolation_reason})", flush=True)

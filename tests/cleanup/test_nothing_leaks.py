@@ -197,3 +197,43 @@ def test_two_concurrent_runs_only_clean_up_their_own(
     os.kill(run_b.pid, signal.SIGTERM)
     _finish(run_b)
     assert remote_emulator.run_services(run_b_id) == set()
+
+
+SHARED_SUITE = (
+    SUITE_HEADER
+    + """
+import pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_shared(nf_sandbox_shared, n):
+    announce(nf_sandbox_shared, "used")
+    nf_sandbox_shared.run(f"echo {n} >> /tmp/visits", check=True)
+    time.sleep(0.3)
+    {extra}
+"""
+)
+
+
+@pytest.mark.parametrize("backend", ["remote", "embedded"])
+def test_one_shared_sandbox_for_all_workers_deleted_after_the_last(
+    remote_emulator: RemoteEmulator, tmp_path: Path, backend: str
+) -> None:
+    signals = tmp_path / "signals"
+    # The last test reads what every worker wrote: the sandbox outlived the first worker.
+    extra = (
+        "if n == 5:\n        time.sleep(2)\n"
+        "        assert nf_sandbox_shared.read_text('/tmp/visits').split() != []"
+    )
+    suite = write_suite(tmp_path / "suite", SHARED_SUITE.replace("{extra}", extra))
+    args = ["-n", "2", "-v"] + (["--nf-backend=emulator"] if backend == "embedded" else [])
+    process = _pytest(remote_emulator, suite, signals, *args)
+    output = _finish(process, timeout=240)
+    assert process.returncode == 0, output
+    names = {path.read_text() for path in signals.glob("used-*")}
+    workers = {path.name.split("-")[1] for path in signals.glob("used-*")}
+    assert len(names) == 1, names  # one sandbox...
+    assert len(workers) == 2, workers  # ...used by both workers
+    # Created once, deleted once (by the controller, after both workers finished).
+    assert "sandboxes: 1 created, 1 deleted" in output
+    assert "left behind" not in output
+    assert {n for n in remote_emulator.service_names() if n.startswith("nft-")} == set()

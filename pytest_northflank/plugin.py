@@ -160,6 +160,16 @@ OPTIONS: tuple[OptionSpec, ...] = (
         default="never",
     ),
     OptionSpec(
+        "expiry",
+        "--nf-expiry",
+        "nf_expiry",
+        "Last-resort deadline, in seconds: written into each sandbox's description (so "
+        "'pytest-northflank reap --expired' finds leftovers) and sent as Northflank's "
+        "createOptions.expiryTime. Cleanup never depends on it. Default: none.",
+        metavar="SECONDS",
+        default=None,
+    ),
+    OptionSpec(
         "emulator_isolation",
         "--nf-emulator-isolation",
         "nf_emulator_isolation",

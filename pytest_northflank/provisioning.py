@@ -9,11 +9,13 @@ messages that say what to do.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from pytest_northflank.errors import (
@@ -237,6 +239,10 @@ class Provisioner:
     def spec_for(self, options: SandboxOptions, hint: str) -> DeploymentServiceSpec:
         from pytest_northflank.client.models import DeploymentServiceSpec
 
+        now = datetime.now(timezone.utc)
+        owner, expiry = self.owner, self.settings.expiry
+        if expiry is not None:
+            owner = dataclasses.replace(owner, deadline=now + timedelta(seconds=expiry))
         return DeploymentServiceSpec(
             name=self.next_name(hint),
             plan=options.plan,
@@ -244,7 +250,8 @@ class Provisioner:
             command=options.command or None,
             env=dict(options.env),
             tags=list(options.tags),
-            description=self.owner.description(datetime.now(timezone.utc)),
+            description=owner.description(now),
+            expiry_time=math.ceil(expiry) if expiry is not None else None,
         )
 
     # ------------------------------------------------------------------------ the seams

@@ -169,6 +169,7 @@ class Settings(BaseModel):
     command: str = DEFAULTS["command"]
     ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
     keep: KeepMode = DEFAULTS["keep"]
+    expiry: Annotated[Seconds, Field(gt=0)] | None = DEFAULTS["expiry"]
     emulator_isolation: Isolation = DEFAULTS["emulator_isolation"]
     emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = DEFAULTS["emulator_ready_delay"]
     token: SecretStr | None = Field(default=None, repr=False)

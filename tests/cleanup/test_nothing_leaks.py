@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from remote_emulator import RemoteEmulator, wait_for, write_suite
 
@@ -237,3 +238,39 @@ def test_one_shared_sandbox_for_all_workers_deleted_after_the_last(
     assert "sandboxes: 1 created, 1 deleted" in output
     assert "left behind" not in output
     assert {n for n in remote_emulator.service_names() if n.startswith("nft-")} == set()
+
+
+def test_expiry_is_a_last_resort_that_reap_expired_honours(
+    remote_emulator: RemoteEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite = write_suite(
+        tmp_path / "suite",
+        SUITE_HEADER
+        + "\ndef test_kept(nf_sandbox, nf_client):\n"
+        + "    service = nf_client.get_service(nf_sandbox.project_id, nf_sandbox.id)\n"
+        + "    assert 'deadline=' in service.description\n",
+    )
+    process = _pytest(
+        remote_emulator, suite, tmp_path / "signals", "--nf-expiry=1", "--nf-keep=always"
+    )
+    output = _finish(process)
+    assert "1 passed" in output, output
+    kept = {name for name in remote_emulator.service_names() if name.startswith("nft-")}
+    assert len(kept) == 1  # kept as asked: no cleanup path deleted it
+    service = httpx.get(
+        f"{remote_emulator.url}/v1/projects/default-project/services/{kept.pop()}",
+        headers={"Authorization": f"Bearer {remote_emulator.token}"},
+    ).json()["data"]
+    assert service["expiryTime"] == 1  # createOptions.expiryTime reached the API
+
+    from pytest_northflank.cli import main
+
+    for name, value in remote_emulator.env().items():
+        monkeypatch.setenv(name, value)
+    assert wait_for(
+        lambda: (
+            main(["reap", "--expired", "--yes"]) == 0
+            and not {name for name in remote_emulator.service_names() if name.startswith("nft-")}
+        ),
+        timeout=30,
+    )

@@ -71,6 +71,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "--nf-command=sleep 600",
         "--nf-ready-timeout=30",
         "--nf-keep=on-failure",
+        "--nf-expiry=7200",
         "--nf-emulator-isolation=directory",
         "--nf-emulator-ready-delay=0.5",
     )
@@ -86,6 +87,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "command": "sleep 600",
         "ready_timeout": 30.0,
         "keep": "on-failure",
+        "expiry": 7200.0,
         "emulator_isolation": "directory",
         "emulator_ready_delay": 0.5,
         "token_source": None,
@@ -110,6 +112,7 @@ def test_every_ini_key_reaches_the_settings(pytester: pytest.Pytester) -> None:
         nf_command =
         nf_ready_timeout = 45
         nf_keep = always
+        nf_expiry = 3600
         nf_emulator_isolation = namespace
         nf_emulator_ready_delay = 2
         """
@@ -125,6 +128,7 @@ def test_every_ini_key_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "command": "",
         "ready_timeout": 45.0,
         "keep": "always",
+        "expiry": 3600.0,
         "emulator_isolation": "namespace",
         "emulator_ready_delay": 2.0,
     }

@@ -57,7 +57,7 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
     fields = {spec.field for spec in OPTIONS}
     assert fields == {
         "backend", "project", "team", "api_url", "image", "plan", "tags", "command",
-        "ready_timeout", "keep", "emulator_isolation", "emulator_ready_delay",
+        "ready_timeout", "keep", "expiry", "emulator_isolation", "emulator_ready_delay",
     }  # fmt: skip
     for spec in OPTIONS:
         assert spec.flag == "--nf-" + (

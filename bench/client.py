@@ -521,12 +521,13 @@ class Bench:
             "show. The 10 ms RTT row goes through a proxy that delays every chunk by 5 ms each "
             "way and a new connection's first bytes by one more round trip (the TCP handshake); "
             "TLS, which the real API uses, would add one or two more round trips per SDK call.",
-            "- create + wait: our client polls after 1.5 s, backing off x1.5 to every 6 s (and "
-            "stretching further when the rate-limit figures run low); the SDK polls every 3 s. "
+            "- create + wait: our client checks at once, then after 1.5 s, backing off x1.5 "
+            "to every 6 s (and stretching further when the rate-limit figures run low); "
+            "the SDK polls every 3 s. "
             "Short deploys cost us a request or two more, long ones fewer (real deploys take "
             "tens of seconds to minutes against a 1000 requests/hour quota).",
             "- Transfers: our client streams an uncompressed tar in 192 KiB frames (2 exec round "
-            "trips per copy); the SDK builds a gzip tar in memory (4 round trips) and, on "
+            "trips per copy); the SDK builds a gzip tar in memory (3-4 round trips) and, on "
             "download, holds the whole archive in memory before extracting.",
         ]
         return "\n".join(lines) + "\n"

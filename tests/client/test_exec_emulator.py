@@ -37,8 +37,7 @@ def test_binary_output_is_byte_exact(nf: NorthflankClient, service: Service) -> 
     result = nf.run(
         PROJECT,
         service.id,
-        "head -c 300000 /dev/urandom > /tmp/rand.bin && cat /tmp/rand.bin && "
-        "sha256sum /tmp/rand.bin >&2",
+        "f=$(mktemp) && head -c 300000 /dev/urandom > $f && cat $f && sha256sum $f >&2 && rm $f",
     )
     assert result.ok
     assert len(result.stdout) == 300000

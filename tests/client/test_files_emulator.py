@@ -48,7 +48,9 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, object]]:
 
 
 def remote_dir(name: str) -> str:
-    return f"/tmp/{unique_name(name)}"
+    """A fresh remote path, relative: it resolves in the container's working directory, which
+    goes away with the sandbox whatever the emulator's isolation mode."""
+    return unique_name(name)
 
 
 def test_file_round_trip_is_exact_and_keeps_the_mode(
@@ -57,7 +59,8 @@ def test_file_round_trip_is_exact_and_keeps_the_mode(
     source = tmp_path / "blob.bin"
     source.write_bytes(os.urandom(3 * 1024 * 1024 + 1))
     source.chmod(0o640)
-    remote = f"{remote_dir('file')}/deep/er/copy.bin"
+    top = f"/tmp/{unique_name('file')}"  # one absolute path, removed at the end
+    remote = f"{top}/deep/er/copy.bin"
     nf.upload(PROJECT, service.id, source, remote)
     check = nf.run(PROJECT, service.id, ["stat", "-c", "%a %s", remote])
     assert check.stdout_text.split() == ["640", str(3 * 1024 * 1024 + 1)]
@@ -65,6 +68,7 @@ def test_file_round_trip_is_exact_and_keeps_the_mode(
     nf.download(PROJECT, service.id, remote, back)
     assert back.read_bytes() == source.read_bytes()
     assert stat.S_IMODE(back.stat().st_mode) == 0o640
+    assert nf.run(PROJECT, service.id, ["rm", "-r", top]).ok
 
 
 def test_empty_file(nf: NorthflankClient, service: Service, tmp_path: Path) -> None:
@@ -151,9 +155,10 @@ def test_local_path_missing(nf: NorthflankClient, service: Service, tmp_path: Pa
 def test_directory_onto_a_remote_file(
     nf: NorthflankClient, service: Service, tmp_path: Path
 ) -> None:
-    nf.run(PROJECT, service.id, "echo x > /tmp/plain-file")
+    plain = remote_dir("plain-file")
+    nf.run(PROJECT, service.id, f"echo x > {plain}")
     with pytest.raises(FileTransferError, match="remote path is a file"):
-        nf.upload(PROJECT, service.id, tmp_path, "/tmp/plain-file")
+        nf.upload(PROJECT, service.id, tmp_path, plain)
 
 
 def test_remote_write_failure_names_the_reason(
@@ -161,11 +166,12 @@ def test_remote_write_failure_names_the_reason(
 ) -> None:
     (tmp_path / "f").write_text("x")
     # A file in the way of a directory the upload needs.
-    nf.run(PROJECT, service.id, "echo x > /tmp/in-the-way")
+    in_the_way = remote_dir("in-the-way")
+    nf.run(PROJECT, service.id, f"echo x > {in_the_way}")
     with pytest.raises(
-        FileTransferError, match=r"/tmp/in-the-way/sub/f failed: .*(Not a directory|File exists)"
+        FileTransferError, match=r"in-the-way-\w+/sub/f failed: .*(Not a directory|File exists)"
     ):
-        nf.upload(PROJECT, service.id, tmp_path / "f", "/tmp/in-the-way/sub/f")
+        nf.upload(PROJECT, service.id, tmp_path / "f", f"{in_the_way}/sub/f")
 
 
 def test_image_without_tar(
@@ -182,9 +188,10 @@ def test_image_without_tar(
     assert made.ok, made.stderr_text
     (tmp_path / "f").write_text("x")
     with pytest.raises(FileTransferError, match="no `tar`"):
-        nf.upload(PROJECT, no_tar.id, tmp_path / "f", "/tmp/f")
+        nf.upload(PROJECT, no_tar.id, tmp_path / "f", f"{bare}/f")
     with pytest.raises(FileTransferError, match="no `tar`"):
         nf.download(PROJECT, no_tar.id, "/etc/hostname", tmp_path / "h")
+    nf.run(PROJECT, no_tar.id, ["/bin/rm", "-rf", bare])
 
 
 def test_special_local_file_stops_the_upload_cleanly(

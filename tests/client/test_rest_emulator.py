@@ -180,8 +180,9 @@ def test_team_scoped_client_end_to_end(emulator: Any, tmp_path: Any) -> None:
         try:
             assert team.run(PROJECT, service.id, "echo team").stdout == b"team\n"
             (tmp_path / "f.txt").write_text("via team routes")
-            team.upload(PROJECT, service.id, tmp_path / "f.txt", "/tmp/team/f.txt")
-            team.download(PROJECT, service.id, "/tmp/team/f.txt", tmp_path / "back.txt")
+            remote = f"{unique_name('team')}/f.txt"
+            team.upload(PROJECT, service.id, tmp_path / "f.txt", remote)
+            team.download(PROJECT, service.id, remote, tmp_path / "back.txt")
             assert (tmp_path / "back.txt").read_text() == "via team routes"
             team.fetch_logs(PROJECT, service.id)
         finally:

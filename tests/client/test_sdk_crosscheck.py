@@ -55,7 +55,7 @@ def test_our_file_upload_downloads_intact_with_the_sdk(
 ) -> None:
     source = tmp_path / "ours.bin"
     source.write_bytes(os.urandom(2_500_000))
-    remote = f"/tmp/{unique_name('x')}/ours.bin"
+    remote = unique_name("x") + "/ours.bin"
     nf.upload(PROJECT, service.id, source, remote)
     sdk.files.download(
         project_id=PROJECT,
@@ -71,7 +71,7 @@ def test_sdk_file_upload_downloads_intact_with_ours(
 ) -> None:
     source = tmp_path / "theirs.bin"
     source.write_bytes(os.urandom(2_500_000))
-    remote = f"/tmp/{unique_name('y')}/theirs.bin"
+    remote = unique_name("y") + "/theirs.bin"
     sdk.files.upload(
         project_id=PROJECT, service_id=service.id, local_path=source, remote_path=remote
     )
@@ -84,7 +84,7 @@ def test_our_directory_upload_downloads_intact_with_the_sdk(
 ) -> None:
     tree = tmp_path / "tree"
     make_tree(tree)
-    remote = f"/tmp/{unique_name('d')}"
+    remote = unique_name("d")
     nf.upload(PROJECT, service.id, tree, remote)
     out = tmp_path / "sdk-out"
     sdk.files.download(
@@ -98,7 +98,7 @@ def test_sdk_directory_upload_downloads_intact_with_ours(
 ) -> None:
     tree = tmp_path / "tree"
     make_tree(tree)
-    remote = f"/tmp/{unique_name('e')}"
+    remote = unique_name("e")
     sdk.files.upload(project_id=PROJECT, service_id=service.id, local_path=tree, remote_path=remote)
     out = tmp_path / "ours-out"
     nf.download(PROJECT, service.id, remote, out)

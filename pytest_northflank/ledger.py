@@ -95,6 +95,13 @@ class Ledger:
     def record_kept(self, name: str) -> None:
         self._append({"op": "kept", "name": name, "at": time.time()})
 
+    def record_handover(self, name: str, *, worker_id: str, owner: str) -> None:
+        """Another process of the run took the service over (a sandbox made ahead by one xdist
+        worker, used by another): cleanup after a crash now goes by the new owner."""
+        self._append(
+            {"op": "handover", "name": name, "worker": worker_id, "owner": owner, "at": time.time()}
+        )
+
     def entries(self) -> list[LedgerEntry]:
         """Every service of the run, in creation order, with its latest state."""
         with self._lock:
@@ -126,6 +133,9 @@ class Ledger:
                 entries[name].service_id = str(record.get("id"))
             elif name in entries and op in ("deleted", "kept"):
                 entries[name].state = op
+            elif name in entries and op == "handover":
+                entries[name].worker_id = str(record.get("worker", ""))
+                entries[name].owner = str(record.get("owner", ""))
         return list(entries.values())
 
     def alive(self, *, owner: str | None = None, include_shared: bool = True) -> list[LedgerEntry]:

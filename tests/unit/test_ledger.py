@@ -45,3 +45,18 @@ def test_concurrent_writers_lose_no_record(tmp_path: Path) -> None:
     for writer in writers:
         assert writer.wait(60) == 0
     assert len(Ledger(path).entries()) == 200
+
+
+def test_a_handover_moves_a_service_to_its_new_owner(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger.record_intent(name="a", project_id="p", worker_id="gw0", owner="gw0-x:1")
+    ledger.record_created("a", "a-id")
+    ledger.record_handover("a", worker_id="gw1", owner="gw1-y:2")
+    (entry,) = ledger.alive()
+    assert (entry.worker_id, entry.owner, entry.state, entry.service_id) == (
+        "gw1",
+        "gw1-y:2",
+        "created",
+        "a-id",
+    )
+    assert ledger.alive(owner="gw0-x:1") == []

@@ -65,6 +65,9 @@ CONTEXT_TYPES: dict[str, tuple[type, ...]] = {
     "group": (str, int),
 }
 
+# Client frames read ahead of the command's stdin (a few MiB at the usual frame sizes).
+INBOX_FRAMES = 32
+
 
 class ExecRefused(Exception):
     """The exec request is malformed; the message goes to the client in an ``error`` frame."""
@@ -319,7 +322,9 @@ class ExecSession:
         raise AssertionError("unreachable")
 
     async def _supervise(self, process: ExecProcess, request: ExecRequest) -> None:
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        # Bounded: a client uploading faster than the command reads waits (TCP backpressure)
+        # instead of the emulator buffering the whole upload in memory.
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=INBOX_FRAMES)
         receiver = asyncio.create_task(self._receive(inbox))
         writer = asyncio.create_task(self._apply_input(inbox, process, request))
         pump = asyncio.create_task(self._pump(process, request.encoding))

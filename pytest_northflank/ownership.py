@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import string
+import sys
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,8 +40,18 @@ def worker_tag(worker_id: str) -> str:
     return f"w{digits}" if digits.isdigit() else "m"
 
 
+# pytest writes non-ASCII parametrize ids as escapes ("\\xfc", "\\u30c6"); read them back.
+_ESCAPE_RE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = int(next(group for group in match.groups() if group), 16)
+    return chr(code) if code <= sys.maxunicode else ""
+
+
 def slugify(text: str) -> str:
     """Reduce any text (a test id, unicode included) to ``[a-z0-9]`` words joined by ``-``."""
+    text = _ESCAPE_RE.sub(_unescape, text)
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     words = re.findall(r"[a-z0-9]+", ascii_text.lower())
     return "-".join(words)

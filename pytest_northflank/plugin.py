@@ -261,6 +261,12 @@ class RawSettings:
         return backend_reason(str(self.value("backend")), self.token_source, self.source_of)
 
     def usage_problem(self) -> str | None:
+        if self.backend_in_use == "northflank" and self.token is not None:
+            from pytest_northflank.checks import token_problem
+
+            problem = token_problem(self.token)
+            if problem is not None:
+                return f"the API token in the environment variable {self.token_source} {problem}"
         return usage_problem(
             self.backend_in_use,
             has_token=self.token is not None,
@@ -279,7 +285,8 @@ def gather_settings(
     """Apply the precedence command line > environment > ini; defaults stay out of ``given``.
 
     ``cli`` and ``ini`` hold what the user gave (None, [] or missing = not given; an empty
-    string is a value); in ``environ`` an empty variable counts as unset.
+    string is a value); in ``environ`` an empty variable counts as unset. The token loses
+    surrounding whitespace (a secret read from a file often ends in a newline).
     """
     given: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -294,8 +301,8 @@ def gather_settings(
             given[name], sources[name] = env_hit[1], env_source(env_hit[0])
         elif ini_value is not None and ini_value != []:
             given[name], sources[name] = ini_value, ini_source(spec, inipath)
-    token_source = next((var for var in TOKEN_ENV_VARS if environ.get(var)), None)
-    token = environ[token_source] if token_source is not None else None
+    token_source = next((var for var in TOKEN_ENV_VARS if environ.get(var, "").strip()), None)
+    token = environ[token_source].strip() if token_source is not None else None
     return RawSettings(given, sources, token, token_source)
 
 

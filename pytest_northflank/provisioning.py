@@ -32,7 +32,7 @@ from pytest_northflank.errors import (
     ReadyTimeout,
 )
 from pytest_northflank.ownership import Ownership
-from pytest_northflank.sandbox import Sandbox, chronological
+from pytest_northflank.sandbox import Sandbox, chronological, mask, secret_values
 
 if TYPE_CHECKING:
     import pytest
@@ -460,6 +460,13 @@ class Provisioner:
     def _not_ready_text(self, service: Service, what: str) -> str:
         status = service.deployment_status or "none"
         reason = service.deployment_reason or "none given"
+        message = service.deployment_message
+        if message is None:
+            # A status seen in a listing has no message: ask for the service itself.
+            with contextlib.suppress(NorthflankError):
+                message = self.client.get_service(self.project_id, service.id).deployment_message
+        if message:
+            reason += f": {message}"
         text = (
             f"sandbox {service.name} (service {service.id} in project {self.project_id}) did not "
             f"become ready: {what}; last status {status}, reason {reason}."
@@ -488,12 +495,20 @@ class Provisioner:
         if isinstance(error, NotFoundError):
             return self._unknown_project_text(error)
         if isinstance(error, ApiValidationError):
-            details = f"; details: {error.details}" if error.details else ""
-            return (
-                f"Northflank refused {what}: {error}{details}. The sandbox was: image "
-                f"{spec.image}, plan {spec.plan}, tags {list(spec.tags) or 'none'}."
+            # The error text already summarises the API's details.
+            return mask(
+                f"Northflank refused {what}: {error}. The sandbox was: image {spec.image} "
+                f"(from {self._origin('image', spec.image)}), plan {spec.plan} (from "
+                f"{self._origin('plan', spec.plan)}), tags {list(spec.tags) or 'none'}.",
+                secret_values(spec.env),
             )
         return self.explain_api_error(error, "create", what)
+
+    def _origin(self, name: str, value: object) -> str:
+        """Where a sandbox option came from: the settings, or the test's own request."""
+        if getattr(self.settings, name) == value:
+            return self.settings.source_of(name)
+        return "the test's nf_sandbox marker or nf_sandbox_factory call"
 
     def explain_api_error(self, error: ApiError, permission: str, what: str) -> str:
         if isinstance(error, PermissionDeniedError):

@@ -157,7 +157,10 @@ def sandboxes_used_by(item: pytest.Item, sandboxes: list[Sandbox]) -> list[Sandb
 
 
 def sandbox_section(nodeid: str, sandboxes: list[Sandbox]) -> str:
-    """The 'northflank sandbox' section of a failed test's report."""
+    """The 'northflank sandbox' section of a failed test's report (secret-looking values of
+    the sandbox's environment masked)."""
+    from pytest_northflank.sandbox import mask, secret_values
+
     parts = []
     for sandbox in sandboxes:
         lines = [
@@ -182,7 +185,7 @@ def sandbox_section(nodeid: str, sandboxes: list[Sandbox]) -> str:
         if earlier:
             lines.append(f"({earlier} commands were run in it by other tests or fixtures)")
         lines.extend(_log_tail(sandbox))
-        parts.append("\n".join(lines))
+        parts.append(mask("\n".join(lines), secret_values(sandbox.options.env)))
     return "\n\n".join(parts)
 
 

@@ -7,7 +7,7 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,34 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # How much of stderr a failed check() shows.
 FAILURE_TAIL_LINES = 20
+# Environment variables whose names say they hold a secret: their values are masked in the
+# messages and reports this plugin writes (command output itself stays exact).
+_SECRET_NAME = re.compile(
+    r"PASS|PWD|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|CERT|SIGNATURE|SALT|COOKIE|SESSION|DSN",
+    re.IGNORECASE,
+)
+MASK = "***"
+
+
+def secret_values(*envs: Mapping[str, str] | None) -> tuple[str, ...]:
+    """The values of the variables in ``envs`` whose names look secret (``DB_PASSWORD``,
+    ``API_KEY``...), longest first so that no part of a longer one is left showing."""
+    found = {
+        value
+        for env in envs
+        if env
+        for name, value in env.items()
+        if value and _SECRET_NAME.search(name)
+    }
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every occurrence of ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
 
 # cwd is applied inside the sandbox by a tiny shell program that gets the directory and the
 # command as positional arguments, so no quoting of user text is ever needed.
@@ -51,6 +79,8 @@ class CommandResult:
     stderr_bytes: bytes
     duration: float
     sandbox: str = ""
+    #: Values masked in the message of ``check()`` (secret-looking environment values).
+    masked: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def stdout(self) -> str:
@@ -73,6 +103,7 @@ class CommandResult:
         The error shows the command, the exit code and the end of stderr (or of stdout when
         stderr is empty).
         """
+        __tracebackhide__ = True  # the failure points at the test's line, not at this one
         if self.ok:
             return self
         where = f" in sandbox {self.sandbox}" if self.sandbox else ""
@@ -82,7 +113,7 @@ class CommandResult:
             message += f"\n--- end of {stream} ---\n{_tail(text)}"
         else:
             message += " (no output)"
-        raise CommandFailed(message, result=self)
+        raise CommandFailed(mask(message, self.masked), result=self)
 
     def __repr__(self) -> str:
         return (
@@ -112,6 +143,11 @@ def build_argv(
     """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``env``
     and ``cwd`` applied inside the sandbox. Every user value stays one argv element."""
     if isinstance(command, str):
+        if "\0" in command:
+            raise ValueError(
+                "the command contains a NUL character, which no program can receive "
+                f"(at position {command.index(chr(0))})"
+            )
         argv = ["sh", "-c", command]
     else:
         for part in command:
@@ -120,14 +156,25 @@ def build_argv(
         argv = [os.fspath(part) for part in command]
         if not argv:
             raise ValueError("the command is an empty list")
+        for position, part in enumerate(argv):
+            if "\0" in part:
+                what = "the program name" if position == 0 else f"argument {position}"
+                raise ValueError(
+                    f"{what} of the command contains a NUL character, which no program can "
+                    "receive (arguments end at the first NUL)"
+                )
     if cwd is not None:
         argv = ["sh", "-c", _CD_AND_EXEC, "sh", os.fspath(cwd), *argv]
+    if cwd is not None and "\0" in os.fspath(cwd):
+        raise ValueError("cwd contains a NUL character")
     if env:
         for name, value in env.items():
             if not isinstance(name, str) or not _ENV_NAME.match(name):
                 raise ValueError(f"{name!r} is not an environment variable name")
             if not isinstance(value, str):
-                raise TypeError(f"the value of {name} must be a str, got {value!r}")
+                raise TypeError(f"the value of {name} must be a str, got {type(value).__name__}")
+            if "\0" in value:
+                raise ValueError(f"the value of {name} contains a NUL character")
         if "=" in argv[0]:
             # env would read "A=B" as another assignment, not as the program.
             argv = ["sh", "-c", _EXEC, "sh", *argv]
@@ -213,6 +260,7 @@ class Sandbox:
             result = sandbox.run("ls /etc | wc -l", check=True)
             sandbox.run(["python3", "-m", "pytest", "-q"], cwd="/work/project")
         """
+        __tracebackhide__ = True  # its arguments (env) may hold secrets; pytest would print them
         display = command if isinstance(command, str) else shlex.join(os.fspath(c) for c in command)
         argv = build_argv(command, env=env, cwd=cwd)
         data = input.encode("utf-8") if isinstance(input, str) else input
@@ -229,7 +277,13 @@ class Sandbox:
             raise
         except Exception as error:
             self.history.append(
-                CommandRecord(display, None, time.monotonic() - started, test, str(error))
+                CommandRecord(
+                    display,
+                    None,
+                    time.monotonic() - started,
+                    test,
+                    mask(str(error), secret_values(self.options.env, env)),
+                )
             )
             raise
         duration = time.monotonic() - started
@@ -241,6 +295,7 @@ class Sandbox:
             stderr_bytes=raw.stderr,
             duration=duration,
             sandbox=self.name,
+            masked=secret_values(self.options.env, env),
         )
         return result.check() if check else result
 

@@ -27,6 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
+from pytest_northflank.checks import describe_url, url_problem
 from pytest_northflank.errors import ConfigError
 from pytest_northflank.plugin import (
     DEFAULTS,
@@ -83,8 +84,9 @@ def _identifier(value: str) -> str:
 
 
 def _api_url(value: str) -> str:
-    if not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{describe_url(value)} {problem}")
     return value.rstrip("/")
 
 
@@ -122,7 +124,26 @@ EnvVars = Annotated[dict[str, str], AfterValidator(_env)]
 Tags = Annotated[tuple[TagName, ...], BeforeValidator(_one_or_many)]
 
 
-class SandboxOptions(BaseModel):
+class _HidesEnvValues(BaseModel):
+    """Shows ``env`` as names only (``{'DB_PASSWORD': '***'}``): values may be secrets, and
+    reprs end up in tracebacks, reports and logs."""
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, redact_env(value) if name == "env" else value
+
+
+def redact_env(env: Any) -> Any:
+    """``env`` with every value replaced by ``***`` (anything but a dict becomes ``***``)."""
+    if isinstance(env, Mapping):
+        return {name: REDACTED for name in env}
+    return REDACTED
+
+
+REDACTED = "***"
+
+
+class SandboxOptions(_HidesEnvValues):
     """What one sandbox is made of; the defaults come from the settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -137,7 +158,7 @@ class SandboxOptions(BaseModel):
     keep: KeepMode = DEFAULTS["keep"]
 
 
-class SandboxOverrides(BaseModel):
+class SandboxOverrides(_HidesEnvValues):
     """Keywords of ``@pytest.mark.nf_sandbox`` and ``nf_sandbox_factory``, typed strictly."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -253,17 +274,22 @@ def resolve(
 
 def overrides_from(keywords: Mapping[str, Any], source: str) -> SandboxOverrides:
     """Validate marker or factory keywords; the error names ``source`` and the keyword."""
+    problems = []
     unknown = [name for name in keywords if name not in SANDBOX_KEYWORDS]
     if unknown:
         names = ", ".join(repr(name) for name in unknown)
         word = "keyword" if len(unknown) == 1 else "keywords"
-        raise ConfigError(
+        problems.append(
             f"{source}: unknown {word} {names}; it accepts {', '.join(SANDBOX_KEYWORDS)}"
         )
+    known = {name: value for name, value in keywords.items() if name in SANDBOX_KEYWORDS}
     try:
-        return SandboxOverrides.model_validate(dict(keywords))
+        overrides = SandboxOverrides.model_validate(known)
     except ValidationError as error:
-        raise ConfigError(_explain(error, lambda field: source, keyword_style=True)) from None
+        problems.append(_explain(error, lambda field: source, keyword_style=True))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return overrides
 
 
 def apply_overrides(options: SandboxOptions, overrides: SandboxOverrides) -> SandboxOptions:
@@ -310,8 +336,15 @@ def _explain(
         # Inner locations: a tag's index, an env variable's name.
         inner = _readable_inner(loc[1:])
         what = _describe(item)
+        shown = item_input(item)
+        if field == "env":  # name the variable and the type, never show a value
+            original = item.get("input")
+            what = _describe({**item, "input": redact_env(original)})
+            if item["type"] in _TYPE_WORDS:
+                what = f"expected {_TYPE_WORDS[item['type']]}, got {type(original).__name__}"
+            shown = _redacted_repr(original)
         if keyword_style:
-            lines.append(f"{source_of(field)}: {field}{inner}={item_input(item)} is wrong: {what}")
+            lines.append(f"{source_of(field)}: {field}{inner}={shown} is wrong: {what}")
         else:
             lines.append(f"bad value for {field}{inner} from {source_of(field)}: {what}")
     return "\n".join(lines)
@@ -321,6 +354,12 @@ def _readable_inner(parts: Sequence[Any]) -> str:
     # pydantic adds validator names ("function-after[...]") to locations; keep only real keys.
     keys = [p for p in parts if isinstance(p, int) or (isinstance(p, str) and "[" not in p)]
     return "".join(f"[{key!r}]" for key in keys)
+
+
+def _redacted_repr(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{name!r}: {REDACTED}" for name in value) + "}"
+    return REDACTED
 
 
 def item_input(item: Any) -> str:

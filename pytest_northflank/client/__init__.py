@@ -355,6 +355,7 @@ class NorthflankClient:
         under coreutils ``timeout -k 2 <timeout>`` so it is stopped remotely, and the client
         gives up a few seconds later; either way ``CommandTimeout`` is raised.
         """
+        __tracebackhide__ = True  # pytest would print argv, which may carry env values
         return run_command(
             self._exec, project_id, service_id, command, shell=shell, input=input, timeout=timeout
         )

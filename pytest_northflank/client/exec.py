@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
+import re
 import shlex
 import socket
 import threading
@@ -72,6 +74,7 @@ _HANDSHAKE_ATTEMPTS = 3
 _HANDSHAKE_DELAY = 0.5
 _RETRYABLE_UPGRADE = (502, 503, 504)
 _DESCRIBE_LIMIT = 200
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONNECT_TAKES_PROXY = "proxy" in inspect.signature(connect).parameters
 # websockets logs every frame, init (with the API token) included, at DEBUG. Its records go
 # to this logger, held at INFO so that a DEBUG root logger (pytest --log-level=DEBUG) can
@@ -131,9 +134,29 @@ class ExecSessionInfo:
 
 
 def describe_argv(argv: Sequence[str]) -> str:
-    """A shell-quoted, length-limited rendering of argv for messages."""
-    text = shlex.join(argv)
+    """A shell-quoted, length-limited rendering of argv for messages. The values an ``env``
+    prefix assigns are shown as ``***`` (``env DB_PASSWORD=*** psql``): they may be secrets."""
+    shown = [shlex.quote(arg) for arg in argv]
+    if argv and argv[0] == "env":
+        for position in range(1, len(argv)):
+            name, equals, _ = argv[position].partition("=")
+            if argv[position].startswith("-"):
+                continue  # an option of env such as -i
+            if not (equals and _ENV_ASSIGNMENT.match(name)):
+                break  # the program env runs
+            shown[position] = f"{name}=***"
+    text = " ".join(shown)
     return text if len(text) <= _DESCRIBE_LIMIT else text[:_DESCRIBE_LIMIT] + "..."
+
+
+def _check_no_nul(argv: Sequence[str]) -> None:
+    for position, arg in enumerate(argv):
+        if "\0" in arg:
+            name = "the program name" if position == 0 else f"argument {position}"
+            raise ValueError(
+                f"{name} of the command contains a NUL character, which no program can "
+                "receive (arguments end at the first NUL)"
+            )
 
 
 def command_argv(command: str | Sequence[str], shell: str | None = None) -> list[str]:
@@ -146,6 +169,11 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
     if isinstance(command, str):
         if not command.strip():
             raise ValueError("command must not be empty")
+        if "\0" in command:
+            raise ValueError(
+                "the command contains a NUL character, which no program can receive "
+                f"(at position {command.index(chr(0))})"
+            )
         if shell is None:
             return ["sh", "-c", command]
         if shell == "none":
@@ -153,6 +181,7 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
         prefix = shlex.split(shell)
         if not prefix:
             raise ValueError(f"shell {shell!r} is empty")
+        _check_no_nul(prefix)
         return [*prefix, command]
     argv = list(command)
     if not argv:
@@ -161,6 +190,7 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
         raise TypeError(f"command argv must be strings, got {argv!r}")
     if shell not in (None, "none"):
         raise ValueError(f"shell={shell!r} applies to a command string, not an argv list")
+    _check_no_nul(argv)
     return argv
 
 
@@ -262,6 +292,7 @@ class ExecConnector:
     ) -> ExecSession:
         """Connect, send ``init`` and return the session (after the server's init when
         ``wait_for_init``; a one-shot run skips the wait and pipelines stdin behind init)."""
+        __tracebackhide__ = True  # pytest would print argv, which may carry env values
         started = time.monotonic()
         conn = self.connect(self.exec_path(project_id, service_id))
         context = build_exec_context(
@@ -445,15 +476,16 @@ class ExecSession:
         command) and ``CommandTimeout`` is raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        stdout: list[bytes] = []
-        stderr: list[bytes] = []
+        # BytesIO grows in place and hands its buffer over without a copy: a command's output
+        # costs its size in memory once, not twice (as a list of chunks joined at the end).
+        stdout, stderr = io.BytesIO(), io.BytesIO()
         while self._completion is None:
             frame = self._receive(deadline)
             if frame is None:
                 raise self._timeout(timeout or 0.0, "waiting for completion")
             if isinstance(frame, OutputFrame):
-                (stdout if frame.stream == "stdout" else stderr).append(frame.data)
-        return self._result(b"".join(stdout), b"".join(stderr))
+                (stdout if frame.stream == "stdout" else stderr).write(frame.data)
+        return self._result(stdout.getvalue(), stderr.getvalue())
 
     def _result(self, stdout: bytes, stderr: bytes) -> ExecResult:
         completion = self._completion
@@ -578,6 +610,7 @@ def run_command(
     timeout: float | None = None,
 ) -> ExecResult:
     """Run one command to completion (see ``NorthflankClient.run``)."""
+    __tracebackhide__ = True  # pytest would print argv, which may carry env values
     argv = command_argv(command, shell)
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")

@@ -180,7 +180,8 @@ def _quote(raw: str | bytes) -> str:
 def _load_object(raw: str | bytes, what: str) -> dict[str, Any]:
     try:
         frame = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep, which no real frame is.
         raise ExecError(f"{what} sent a frame that is not JSON: {_quote(raw)}") from exc
     if not isinstance(frame, dict):
         raise ExecError(f"{what} sent a frame that is not a JSON object: {_quote(raw)}")
@@ -294,7 +295,7 @@ def decode_log_tail_frame(raw: str | bytes) -> LogTailFrame:
     stream is unusable); an ``error`` frame is returned for the caller to raise."""
     try:
         frame = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise TransportError(f"log tail sent a frame that is not JSON: {_quote(raw)}") from exc
     if not isinstance(frame, dict):
         raise TransportError(f"log tail sent a frame that is not a JSON object: {_quote(raw)}")

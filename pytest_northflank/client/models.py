@@ -301,6 +301,11 @@ class DeploymentServiceSpec(BaseModel):
     instances: int = 1
     expiry_time: int | None = None
 
+    def __repr_args__(self) -> Any:
+        # Environment values may be secrets, and reprs end up in tracebacks and logs.
+        for name, value in super().__repr_args__():
+            yield name, {key: "***" for key in value} if name == "env" else value
+
     @field_validator("name")
     @classmethod
     def _name_rule(cls, value: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from pytest_northflank import __version__
+from pytest_northflank.checks import describe_url, token_problem, url_problem
 from pytest_northflank.client.models import RateLimitStatus
 from pytest_northflank.errors import (
     ApiError,
@@ -149,7 +150,7 @@ def api_error(
     details: Any = None
     try:
         parsed = json.loads(text) if text.strip() else None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
@@ -215,13 +216,16 @@ class RestTransport:
         backoff_max: float = 8.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if not token or not token.strip():
+        if not isinstance(token, str) or not token.strip():
             raise ConfigError("a Northflank API token is required (it is empty)")
+        bad_token = token_problem(token)
+        if bad_token is not None:
+            raise ConfigError(f"the Northflank API token {bad_token}")
         if max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ConfigError(f"the API base URL must be an http(s) URL, got {base_url!r}")
+        bad_url = url_problem(base_url) if isinstance(base_url, str) else "is not a string"
+        if bad_url is not None:
+            raise ConfigError(f"the API base URL {describe_url(str(base_url))} {bad_url}")
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_retries = max_retries
@@ -341,7 +345,7 @@ class RestTransport:
             return {}
         try:
             parsed = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return {}
         return parsed if isinstance(parsed, dict) else {"data": parsed}
 

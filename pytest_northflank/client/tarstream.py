@@ -19,6 +19,7 @@ import errno
 import os
 import posixpath
 import stat
+import struct
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ _READ_SIZE = 1024 * 1024
 _COPY_SIZE = 1024 * 1024
 # Permission bits kept on extraction; setuid, setgid and sticky are dropped.
 _MODE_MASK = 0o777
+# Modification times are kept within what a time_t and the filesystems hold: a header (or a
+# pax record) may say anything, NaN and 10**400 included.
+_MTIME_RANGE = (-(2**31), 2**34 - 1)
 
 
 class _Writer(Protocol):
@@ -268,7 +272,7 @@ class _TreeWriter:
 
     def directory(self, parts: list[str], info: tarfile.TarInfo) -> None:
         if not parts:
-            self.dir_attrs.append((self.root, info.mode, int(info.mtime)))
+            self.dir_attrs.append((self.root, info.mode, _mtime(info)))
             return
         parent = self._parent(parts, info.name)
         path = os.path.join(parent, parts[-1])
@@ -284,7 +288,7 @@ class _TreeWriter:
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(path)
                 os.mkdir(path, 0o700)
-        self.dir_attrs.append((path, info.mode, int(info.mtime)))
+        self.dir_attrs.append((path, info.mode, _mtime(info)))
         self.stats.directories += 1
         self.stats.paths.append("/".join(parts))
 
@@ -363,6 +367,15 @@ class _TreeWriter:
             os.utime(path, (mtime, mtime))
 
 
+def _mtime(info: tarfile.TarInfo) -> int:
+    try:
+        seconds = int(info.mtime)
+    except (ValueError, OverflowError, TypeError):  # NaN, infinity, garbage
+        return 0
+    low, high = _MTIME_RANGE
+    return min(max(seconds, low), high)
+
+
 def _write_file(path: str, data: IO[bytes], info: tarfile.TarInfo) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags, 0o600)
@@ -375,7 +388,8 @@ def _write_file(path: str, data: IO[bytes], info: tarfile.TarInfo) -> int:
             handle.write(piece)
             written += len(piece)
         os.fchmod(handle.fileno(), info.mode & _MODE_MASK)
-    os.utime(path, (int(info.mtime), int(info.mtime)))
+    mtime = _mtime(info)
+    os.utime(path, (mtime, mtime))
     return written
 
 
@@ -390,10 +404,16 @@ def _check_type(info: tarfile.TarInfo) -> None:
         )
 
 
+# What tarfile raises on a malformed header besides TarError: a pax record such as
+# "GNU.sparse.map=" or "size=x" reaches int(), and a broken sparse map or base-256 number
+# can overflow or run off its end.
+_DAMAGED = (tarfile.TarError, ValueError, OverflowError, EOFError, IndexError, struct.error)
+
+
 def _open_stream(source: IO[bytes]) -> tarfile.TarFile:
     try:
         return tarfile.open(fileobj=source, mode="r|", errorlevel=2)
-    except tarfile.ReadError as exc:
+    except _DAMAGED as exc:
         raise FileTransferError(f"the received data is not a tar archive: {exc}") from None
 
 
@@ -415,7 +435,7 @@ def extract_tree(source: IO[bytes], target: Path) -> ExtractStats:
                 data = archive.extractfile(info)
                 assert data is not None  # regular member
                 writer.regular(parts, info, data)
-    except tarfile.TarError as exc:
+    except _DAMAGED as exc:
         raise FileTransferError(f"the received tar archive is damaged: {exc}") from None
     except OSError as exc:
         raise FileTransferError(
@@ -455,7 +475,7 @@ def extract_file(source: IO[bytes], destination: Path) -> ExtractStats:
             assert data is not None
             stats.bytes += _write_file(str(destination), data, info)
             stats.files += 1
-    except tarfile.TarError as exc:
+    except _DAMAGED as exc:
         raise FileTransferError(f"the received tar archive is damaged: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.EACCES:

@@ -76,5 +76,5 @@ async def read_json(request: Request, *, required: bool) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ApiValidationError(f"Request body is not valid JSON: {exc}", status=400) from None

@@ -32,6 +32,14 @@ NAME_MIN, NAME_MAX = 3, 54
 DESCRIPTION_MAX = 200
 TAG_NAME_MAX = 100
 MAX_INSTANCES = 1  # the emulator runs one container per service
+# The deployment plans of Northflank's cloud (docs: "Compute Plans and Quota"); an unknown plan
+# is refused as the API refuses it, so a typo in --nf-plan fails here too, not only on the API.
+DEPLOYMENT_PLANS = (
+    "nf-compute-10", "nf-compute-20", "nf-compute-50", "nf-compute-100-1", "nf-compute-100-2",
+    "nf-compute-100-4", "nf-compute-200", "nf-compute-200-4", "nf-compute-200-8",
+    "nf-compute-200-16", "nf-compute-400", "nf-compute-400-16", "nf-compute-800-8",
+    "nf-compute-800-16", "nf-compute-800-24", "nf-compute-800-32", "nf-compute-800-40",
+)  # fmt: skip
 
 DOCKER_CONFIG_TYPES = (
     "default",
@@ -172,6 +180,15 @@ def check_tag_name(problems: Problems, value: Any, path: str) -> str | None:
     return name
 
 
+def check_plan(problems: Problems, plan: str, path: str) -> None:
+    if not PLAN_RE.match(plan):
+        problems.add(path, f"{plan!r} does not match {PLAN_RE.pattern}")
+    elif plan not in DEPLOYMENT_PLANS:
+        problems.add(
+            path, f"{plan!r} is not a deployment plan; the plans are {', '.join(DEPLOYMENT_PLANS)}"
+        )
+
+
 def _split(problems: Problems, text: str, path: str) -> list[str]:
     try:
         words = shlex.split(text)
@@ -231,8 +248,8 @@ def check_service_body(body: Any) -> ServiceSpec:
     billing = _object(problems, body.get("billing"), "billing", required=True)
     _unknown_fields(problems, billing, {"deploymentPlan", "gpu"}, "billing")
     plan = _string(problems, billing.get("deploymentPlan"), "billing.deploymentPlan", required=True)
-    if plan is not None and not PLAN_RE.match(plan):
-        problems.add("billing.deploymentPlan", f"{plan!r} does not match {PLAN_RE.pattern}")
+    if plan is not None:
+        check_plan(problems, plan, "billing.deploymentPlan")
     if isinstance(billing.get("gpu"), dict) and billing["gpu"].get("enabled"):
         problems.add("billing.gpu", "GPUs are not available on the emulator")
 
@@ -485,8 +502,10 @@ def check_instances_body(body: Any, *, what: str) -> dict[str, Any]:
                 "instances", f"must be from 0 to {MAX_INSTANCES} on the emulator, got {instances}"
             )
     plan = body.get("deploymentPlan")
-    if plan is not None and not (isinstance(plan, str) and PLAN_RE.match(plan)):
-        problems.add("deploymentPlan", f"must be a plan id matching {PLAN_RE.pattern}")
+    if isinstance(plan, str):
+        check_plan(problems, plan, "deploymentPlan")
+    elif plan is not None:
+        problems.add("deploymentPlan", f"must be a plan id, got {_type_name(plan)}")
     grace = body.get("gracePeriodSeconds")
     if grace is not None and (not _is_int(grace) or grace < 0):
         problems.add("gracePeriodSeconds", "must be an integer >= 0")

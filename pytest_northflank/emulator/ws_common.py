@@ -37,7 +37,8 @@ def parse_frame(message: Mapping[str, Any]) -> dict[str, Any]:
         raw = message.get("bytes") or b""
     try:
         frame = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested thousands deep; a client must not crash a connection.
         raise FrameError(f"a frame is not valid JSON: {exc}") from None
     if not isinstance(frame, dict):
         raise FrameError(f"a frame must be a JSON object, got {type(frame).__name__}")

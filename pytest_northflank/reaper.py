@@ -27,7 +27,8 @@ _ABANDONED: list[subprocess.Popen[bytes]] = []
 TOKEN_ENV = "NORTHFLANK_API_TOKEN"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (also when it belongs to another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -119,7 +120,7 @@ def reap(ledger: Ledger, base_url: str, token: str, team_id: str | None) -> int:
     # Workers may outlive the controller for a moment and still be creating: wait for them
     # (bounded), then sweep until the ledger lists nothing alive.
     wait_until = time.monotonic() + 30.0
-    while _owner_pids(ledger) and any(map(_pid_alive, _owner_pids(ledger))):
+    while _owner_pids(ledger) and any(map(pid_alive, _owner_pids(ledger))):
         if time.monotonic() > wait_until:
             break
         time.sleep(0.2)

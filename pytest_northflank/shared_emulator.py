@@ -22,6 +22,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_northflank.errors import EmulatorError
+from pytest_northflank.reaper import pid_alive
 
 INFO_FILE = "emulator.json"
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
@@ -39,16 +40,6 @@ class SharedEmulator:
     isolation_reason: str
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _read(run_dir: Path) -> SharedEmulator | None:
     try:
         return SharedEmulator(**json.loads((run_dir / INFO_FILE).read_text()))
@@ -59,7 +50,7 @@ def _read(run_dir: Path) -> SharedEmulator | None:
 def find(run_dir: Path) -> SharedEmulator | None:
     """The run's emulator if one is running."""
     info = _read(run_dir)
-    return info if info is not None and _alive(info.pid) else None
+    return info if info is not None and pid_alive(info.pid) else None
 
 
 def _wait_for_banner(log_path: Path, process: subprocess.Popen[bytes]) -> tuple[str, str, str]:
@@ -130,14 +121,14 @@ _PARKED: list[subprocess.Popen[bytes]] = []
 def stop(run_dir: Path, timeout: float = 15.0) -> None:
     """Stop the run's emulator (every sandbox goes with it); called by the controller."""
     info = _read(run_dir)
-    if info is None or not _alive(info.pid):
+    if info is None or not pid_alive(info.pid):
         return
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(info.pid) and time.monotonic() < deadline:
+    while pid_alive(info.pid) and time.monotonic() < deadline:
         for process in _PARKED:
             process.poll()  # reap it if it is our child
         time.sleep(0.05)
-    if _alive(info.pid):
+    if pid_alive(info.pid):
         os.kill(info.pid, signal.SIGKILL)
     (run_dir / INFO_FILE).unlink(missing_ok=True)

@@ -55,6 +55,7 @@ class ApiGate:
             refusal = error_response(401, problem, headers=headers)
         elif is_api:
             allowed, headers = limiter.take(now)
+            injected = self.ctx.state.faults.requests
             if not allowed:
                 refusal = error_response(
                     429,
@@ -62,6 +63,8 @@ class ApiGate:
                     f"in {headers['x-ratelimit-reset']} seconds",
                     headers=headers,
                 )
+            elif injected is not None and injected.take():
+                refusal = error_response(injected.status, injected.message, headers=headers)
         if refusal is not None:
             await refusal(scope, receive, send)
             return

@@ -29,6 +29,7 @@ from pytest_northflank.errors import ApiValidationError, EmulatorError
 PREFIX = "/_emulator"
 DEFAULT_CREATE_FAULT = (500, "Internal server error (injected by the emulator's control plane)")
 DEFAULT_DELETE_FAULT = (503, "Service unavailable (injected by the emulator's control plane)")
+DEFAULT_REQUEST_FAULT = (503, "Service unavailable (injected by the emulator's control plane)")
 
 
 def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: Any) -> Any:
@@ -131,6 +132,17 @@ async def fault_readiness(request: Request) -> Response:
     return ok(faults.to_json())
 
 
+async def fault_requests(request: Request) -> Response:
+    body = await _body(request)
+    faults = context_of(request).state.faults
+    faults.requests = RequestFault(
+        remaining=_count(body),
+        status=_status(body, DEFAULT_REQUEST_FAULT[0]),
+        message=_field(body, "message", (str,), DEFAULT_REQUEST_FAULT[1]),
+    )
+    return ok(faults.to_json())
+
+
 async def fault_exec_drop(request: Request) -> Response:
     body = await _body(request)
     faults = context_of(request).state.faults
@@ -201,6 +213,7 @@ ROUTES: list[BaseRoute] = [
     Route(f"{PREFIX}/faults/create", fault_create, methods=["POST"]),
     Route(f"{PREFIX}/faults/delete", fault_delete, methods=["POST"]),
     Route(f"{PREFIX}/faults/readiness", fault_readiness, methods=["POST"]),
+    Route(f"{PREFIX}/faults/requests", fault_requests, methods=["POST"]),
     Route(f"{PREFIX}/faults/exec-drop", fault_exec_drop, methods=["POST"]),
     Route(f"{PREFIX}/faults/exit-code-as-string", fault_exit_code_as_string, methods=["POST"]),
     Route(f"{PREFIX}/faults/clear", faults_clear, methods=["POST"]),
@@ -285,6 +298,17 @@ class EmulatorControl:
     ) -> None:
         """The next ``count`` service deletes answer ``status``/``message`` and delete nothing."""
         self._call("POST", "/faults/delete", {"count": count, "status": status, "message": message})
+
+    def fail_next_requests(
+        self,
+        count: int = 1,
+        status: int = DEFAULT_REQUEST_FAULT[0],
+        message: str = DEFAULT_REQUEST_FAULT[1],
+    ) -> None:
+        """The next ``count`` API requests over HTTP, whatever they are, answer ``status`` and
+        ``message`` and do nothing (a burst of 5xx, or of 429 with the quota not spent)."""
+        body = {"count": count, "status": status, "message": message}
+        self._call("POST", "/faults/requests", body)
 
     def set_ready(self, delay: float | None = None, fail: bool | None = None) -> None:
         """Readiness of deployments started from now on: ``delay`` seconds to COMPLETED;

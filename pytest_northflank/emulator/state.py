@@ -195,6 +195,8 @@ class Faults:
 
     create: RequestFault | None = None
     delete: RequestFault | None = None
+    #: any ``/v1`` request over HTTP (a burst of 5xx or 429 at the API's front door)
+    requests: RequestFault | None = None
     exec_drop: ExecDrop | None = None
     exit_code_as_string: bool = False
     #: readiness of deployments that start from now on
@@ -216,6 +218,7 @@ class Faults:
         return {
             "create": fault(self.create),
             "delete": fault(self.delete),
+            "requests": fault(self.requests),
             "execDrop": (
                 {"remaining": drop.remaining, "afterFrames": drop.after_frames}
                 if drop is not None and drop.remaining > 0

@@ -125,6 +125,7 @@ def test_faults_can_be_cleared(api: Api, emulator_clean: EmulatorServer) -> None
     control = emulator_clean.control
     control.fail_next_creates(3)
     control.fail_next_deletes(3)
+    control.fail_next_requests(3)
     control.drop_next_exec(after_frames=0, count=2)
     control.exit_code_as_string()
     control.set_ready(delay=30, fail=True)
@@ -133,7 +134,8 @@ def test_faults_can_be_cleared(api: Api, emulator_clean: EmulatorServer) -> None
     assert (faults["readyDelay"], faults["failReadiness"]) == (30, True)
     control.clear_faults()
     assert control.state()["faults"] == {
-        "create": None, "delete": None, "execDrop": None, "exitCodeAsString": False,
+        "create": None, "delete": None, "requests": None, "execDrop": None,
+        "exitCodeAsString": False,
         "readyDelay": 0.0, "failReadiness": False,
     }  # fmt: skip
     assert api.wait_status(api.create("cleared")["id"])["status"]["deployment"]["status"] == (

@@ -43,12 +43,37 @@ MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
 MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
 PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+
+# The capabilities a sandbox's processes keep: a container runtime's default set (Docker's)
+# without CAP_MKNOD, since no device cgroup stops a device node here, and without
+# CAP_NET_RAW, since the host's network is shared. The rest (mount, mknod, modules, raw I/O,
+# ptrace, sysctl...) would let root inside reach the host.
+KEPT_CAPABILITIES = frozenset(
+    {
+        0,  # CAP_CHOWN
+        1,  # CAP_DAC_OVERRIDE
+        3,  # CAP_FOWNER
+        4,  # CAP_FSETID
+        5,  # CAP_KILL
+        6,  # CAP_SETGID
+        7,  # CAP_SETUID
+        8,  # CAP_SETPCAP
+        10,  # CAP_NET_BIND_SERVICE
+        18,  # CAP_SYS_CHROOT
+        29,  # CAP_AUDIT_WRITE
+        31,  # CAP_SETFCAP
+    }
+)
+# Kernel interfaces under /proc that act on the whole host: read-only inside a sandbox.
+READ_ONLY_PROC = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 
 # glibc has no pivot_root() wrapper; the syscall number depends on the architecture.
 PIVOT_ROOT_SYSCALL = {
@@ -143,7 +168,13 @@ def build_root(spec: dict[str, Any]) -> None:
         os.mkdir(path)
     mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={upper},workdir={work}")
     # Submounts of the host (/proc, /dev, /sys, ...) are not part of an overlay of "/".
-    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    proc_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount("proc", root + "/proc", "proc", proc_flags)
+    for name in READ_ONLY_PROC:
+        target = f"{root}/proc/{name}"
+        if os.path.exists(target):
+            mount(target, target, None, MS_BIND)
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | proc_flags)
     dev = root + "/dev"
     mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=0755,size=1m")
     for name in DEVICES:
@@ -166,6 +197,16 @@ def build_root(spec: dict[str, Any]) -> None:
     pivot_root(root)
     hostname = spec["hostname"].encode()
     check(libc().sethostname(hostname, len(hostname)), "sethostname")
+
+
+def drop_capabilities() -> None:
+    """Shrink the capability bounding set to :data:`KEPT_CAPABILITIES`; the ``execve`` that
+    follows leaves root with no more than that."""
+    with open("/proc/sys/kernel/cap_last_cap") as last:
+        highest = int(last.read())
+    for capability in range(highest + 1):
+        if capability not in KEPT_CAPABILITIES:
+            check(libc().prctl(PR_CAPBSET_DROP, capability), "drop capabilities")
 
 
 def pivot_root(new_root: str) -> None:
@@ -228,6 +269,8 @@ def run_child(spec: dict[str, Any], error_pipe: int) -> NoReturn:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         stage = "chdir"
         os.chdir(spec["workdir"])
+        if spec["isolation"] == "namespace":
+            drop_capabilities()
         if spec.get("probe"):
             os._exit(0)
         stage = "exec"

@@ -371,7 +371,8 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
         ),
         (
             "@pytest.mark.nf_sandbox(env={'PORT': 8080})",
-            "*test_bad.py::test_one: env[[]'PORT'[]]=8080 is wrong: expected a string, got int*",
+            # The value is never shown: environment values may be secrets.
+            "*test_bad.py::test_one: env[[]'PORT'[]]=[*][*][*] is wrong: expected a string, got *",
         ),
         (
             "@pytest.mark.nf_sandbox('alpine')",

@@ -17,6 +17,7 @@ from reliability_helpers import (
     services_left,
 )
 
+from pytest_northflank.client import NorthflankClient
 from pytest_northflank.emulator.validation import (
     DEPLOYMENT_PLANS,
     check_instances_body,
@@ -26,6 +27,7 @@ from pytest_northflank.errors import (
     ApiValidationError,
     CommandFailed,
     CommandTimeout,
+    ConfigError,
     FileTransferError,
 )
 from pytest_northflank.ownership import MAX_NAME_LENGTH, SERVICE_NAME_RE, Ownership
@@ -318,6 +320,43 @@ def test_bad_settings_stop_the_run_before_any_test(
     for secret in ("pa55word", "with-a-space", "nf-tökén"):
         assert secret not in text
     assert requests_seen(remote) == 0
+
+
+@pytest.mark.parametrize(
+    ("token", "base_url", "message"),
+    [
+        ("", "http://127.0.0.1:1", "a Northflank API token is required (it is empty)"),
+        ("  \n", "http://127.0.0.1:1", "a Northflank API token is required (it is empty)"),
+        (
+            "secret part\nanother",
+            "http://127.0.0.1:1",
+            "the Northflank API token contains whitespace",
+        ),
+        ("sécret", "http://127.0.0.1:1", "token contains characters that are not printable ASCII"),
+        ("tok", "api.northflank.com", "'api.northflank.com' is not an http:// or https:// URL"),
+        ("tok", "http://[::1", "'http://[::1' is not a valid URL (Invalid IPv6 URL)"),
+        (
+            "tok",
+            "http://h:99999",
+            "'http://h:99999' is not a valid URL (Port out of range 0-65535)",
+        ),
+        ("tok", "https://u:secret@h", "'https://***@h' must not contain a user name or password"),
+        ("tok", "https://h/v1?team=x", "must not have a query string or a fragment"),
+    ],
+)
+def test_the_client_refuses_a_bad_token_or_base_url(
+    token: str, base_url: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        NorthflankClient(token, base_url=base_url)
+    assert message in str(caught.value)
+    for secret in ("secret part", "sécret", "u:secret"):
+        assert secret not in str(caught.value)
+
+
+def test_a_base_url_with_a_path_and_a_trailing_slash_is_fine() -> None:
+    with NorthflankClient("tok", base_url="https://proxy.example.com/northflank/") as client:
+        assert client.base_url == "https://proxy.example.com/northflank"
 
 
 def test_a_ready_timeout_from_the_ini_file_names_the_file(

@@ -142,6 +142,8 @@ def build_argv(
 ) -> list[str]:
     """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``env``
     and ``cwd`` applied inside the sandbox. Every user value stays one argv element."""
+    if isinstance(command, (bytes, bytearray)):
+        raise TypeError("the command must be a str or a list of str, not bytes")
     if isinstance(command, str):
         if "\0" in command:
             raise ValueError(
@@ -261,8 +263,8 @@ class Sandbox:
             sandbox.run(["python3", "-m", "pytest", "-q"], cwd="/work/project")
         """
         __tracebackhide__ = True  # its arguments (env) may hold secrets; pytest would print them
+        argv = build_argv(command, env=env, cwd=cwd)  # checks the command first
         display = command if isinstance(command, str) else shlex.join(os.fspath(c) for c in command)
-        argv = build_argv(command, env=env, cwd=cwd)
         data = input.encode("utf-8") if isinstance(input, str) else input
         test = self._note_test()
         started = time.monotonic()

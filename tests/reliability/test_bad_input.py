@@ -408,6 +408,15 @@ def test_a_command_containing_nul_is_refused_before_sending(
     assert len(sandbox.history) == before  # nothing was run
 
 
+def test_a_command_of_the_wrong_type_is_refused_saying_so(sandbox: Sandbox) -> None:
+    with pytest.raises(TypeError, match=r"^the command must be a str or a list of str, not bytes"):
+        sandbox.run(b"echo hi")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^command items must be str or path-like, got 3$"):
+        sandbox.run(["echo", 3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"^the command is an empty list$"):
+        sandbox.run([])
+
+
 def test_nul_in_env_or_cwd_is_refused_naming_the_variable(sandbox: Sandbox) -> None:
     with pytest.raises(ValueError, match=r"^the value of DB_PASSWORD contains a NUL character$"):
         sandbox.run("true", env={"DB_PASSWORD": "hunt\0er2"})

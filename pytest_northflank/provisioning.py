@@ -450,9 +450,11 @@ class Provisioner:
             self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
             return f"\nKept for inspection (keep={sandbox.options.keep}): {sandbox.dashboard_url}"
         try:
-            self.delete(sandbox)
+            existed = self.delete(sandbox)
         except ProvisioningError as error:
             return f"\n{error}"
+        if not existed:
+            return "\nThe sandbox was already gone (deleted from outside this run)."
         return "\nThe sandbox was deleted."
 
     # ----------------------------------------------------------------------- messages

@@ -4,6 +4,7 @@ clear error, an error of the test's setup rather than a failure) and that nothin
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import pytest
@@ -302,4 +303,35 @@ def test_box(nf_sandbox):
     assert "did not become ready: it was not ready within 1 s; last status " in text
     assert "A slow cluster needs a longer wait: --nf-ready-timeout" in text
     assert "The sandbox was deleted." in text
+    assert services_left(remote) == []
+
+
+def test_a_service_deleted_from_outside_while_it_starts(
+    pytester: pytest.Pytester, remote: EmulatorServer
+) -> None:
+    remote.control.set_ready(delay=120)
+    stop = threading.Event()
+    deleted: list[str] = []
+
+    def delete_whatever_appears() -> None:
+        while not stop.is_set() and not deleted:
+            for service in remote.control.state()["services"]:
+                remote.control.delete_service(PROJECT, service["id"])
+                deleted.append(service["id"])
+            stop.wait(0.05)
+
+    pytester.makepyfile(test_starting="def test_box(nf_sandbox):\n    pass\n")
+    deleter = threading.Thread(target=delete_whatever_appears)
+    deleter.start()
+    try:
+        result = run_pytest(pytester)
+    finally:
+        stop.set()
+        deleter.join()
+    result.assert_outcomes(errors=1)
+    text = error_text(result)
+    assert f"ProvisioningError: while waiting for sandbox {deleted[0]}: " in text
+    assert "not found" in text
+    assert "The sandbox was already gone (deleted from outside this run)." in text
+    assert "INTERNALERROR" not in output(result)
     assert services_left(remote) == []

@@ -119,8 +119,11 @@ class SandboxFactory:
         )
         return self.create(overrides, hint=self._hint())
 
-    def create(self, overrides: SandboxOverrides | None, *, hint: str) -> Sandbox:
-        """Provision with ``overrides`` on top of the settings, bound to the active scope."""
+    def create(
+        self, overrides: SandboxOverrides | None, *, hint: str, planned: bool = False
+    ) -> Sandbox:
+        """Provision with ``overrides`` on top of the settings, bound to the active scope.
+        ``planned``: an ``nf_sandbox`` test's, which warm-ahead may have made already."""
         __tracebackhide__ = True
         from pytest_northflank.settings import apply_overrides
 
@@ -129,7 +132,7 @@ class SandboxFactory:
             options = apply_overrides(options, overrides)
         state = self._state
         sandbox = self._provisioner.provision(
-            options, hint=hint, current_test=lambda: state.current_test
+            options, hint=hint, current_test=lambda: state.current_test, planned=planned
         )
         self._bind_to_scope(sandbox)
         return sandbox
@@ -196,7 +199,7 @@ def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureReques
     overrides = None
     if marker is not None:
         overrides = validate_marker(marker.args, marker.kwargs, request.node.nodeid)
-    return nf_sandbox_factory.create(overrides, hint=request.node.name)
+    return nf_sandbox_factory.create(overrides, hint=request.node.name, planned=True)
 
 
 @pytest.fixture(scope="session")

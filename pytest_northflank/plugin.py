@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient
     from pytest_northflank.emulator import EmulatorServer
     from pytest_northflank.ledger import Ledger
+    from pytest_northflank.pool import Demand
     from pytest_northflank.reaper import ReaperProcess
     from pytest_northflank.reporting import RunStats
     from pytest_northflank.sandbox import Sandbox
@@ -168,6 +169,18 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "createOptions.expiryTime. Cleanup never depends on it. Default: none.",
         metavar="SECONDS",
         default=None,
+    ),
+    OptionSpec(
+        "warm_ahead",
+        "--nf-warm-ahead",
+        "nf_warm_ahead",
+        "Warm-ahead depth: how many sandboxes each pytest process provisions ahead of the "
+        "nf_sandbox tests that will use them (foreseen from the collected tests and their "
+        "markers; xdist workers share what they made ahead), so that they become ready while "
+        "earlier tests run. Provisioning time divided by test time (per process) waits "
+        "least; sandboxes no test took are deleted at the end. 0 turns it off. Default: 2.",
+        metavar="N",
+        default=2,
     ),
     OptionSpec(
         "emulator_isolation",
@@ -373,6 +386,8 @@ class PluginState:
     fixture_stack: list[FixtureContext] = field(default_factory=list)
     # Every sandbox made in this process, in creation order (reports, keep, the safety net).
     sandboxes: list[Sandbox] = field(default_factory=list)
+    # The collected tests that take an nf_sandbox, in order (what warm-ahead plans from).
+    sandbox_demand: list[Demand] = field(default_factory=list)
     clients: list[NorthflankClient] = field(default_factory=list)
     # The embedded emulator on a thread of this process (without xdist), and the URL and
     # token of whichever embedded emulator this process uses.
@@ -572,6 +587,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SANDBOX_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker("northflank")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # After deselection and reordering: the tests that will ask for nf_sandbox, in run order.
+    wanting = [item for item in session.items if "nf_sandbox" in getattr(item, "fixturenames", ())]
+    if wanting:
+        from pytest_northflank.pool import demand_of
+
+        get_state(session.config).sandbox_demand = demand_of(wanting)
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,21 +37,18 @@ from pytest_northflank.sandbox import Sandbox, chronological, mask, secret_value
 if TYPE_CHECKING:
     import pytest
 
+    from pytest_northflank.budget import SharedQuota
     from pytest_northflank.client import NorthflankClient
     from pytest_northflank.client.models import DeploymentServiceSpec, Service
     from pytest_northflank.ledger import Ledger
     from pytest_northflank.plugin import PluginState
+    from pytest_northflank.pool import Handover, WarmPool
     from pytest_northflank.reporting import RunStats
     from pytest_northflank.settings import SandboxOptions, Settings
 
 DASHBOARD = "https://app.northflank.com"
 USER_AGENT = "pytest-northflank"
 
-# Readiness polling: quick at first (the emulator and warm clusters answer in well under a
-# second), backing off to one request every few seconds to spare the hourly request quota.
-FIRST_POLL = 0.1
-POLL_BACKOFF = 2.0
-MAX_POLL = 3.0
 # A wait longer than this shows a progress line, and again every as long.
 PROGRESS_AFTER = 10.0
 LOG_LINES_IN_ERRORS = 20
@@ -185,9 +182,11 @@ class Provisioner:
         ledger_owner: str | None = None,
         register: Callable[[Sandbox], None] | None = None,
         create_missing_tags: bool = False,
-        sleep: Callable[[float], None] = time.sleep,
+        quota: SharedQuota | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        from pytest_northflank.readiness import ReadinessBoard
+
         self.client = client
         self.settings = settings
         self.stats = stats
@@ -203,7 +202,12 @@ class Provisioner:
         # suite configured for a real cluster (nf_tags = spot-workload) also runs offline.
         self._create_missing_tags = create_missing_tags
         self._known_tags: set[str] = set()
-        self._sleep = sleep
+        #: The run's shared rate-limit figures: read before optional requests, fed after each.
+        self.quota = quota
+        #: Readiness of every sandbox this process waits for, polled for all of them at once.
+        self.board = ReadinessBoard(client, project_id, quota=quota, clock=clock)
+        #: Sandboxes made ahead of the nf_sandbox tests that will take them (None: off).
+        self.pool: WarmPool | None = None
         self._clock = clock
         self._counter = 0
         self._lock = threading.Lock()
@@ -214,7 +218,13 @@ class Provisioner:
     def for_session(
         cls, state: PluginState, client: NorthflankClient, settings: Settings
     ) -> Provisioner:
-        return cls(
+        """The provisioner of a pytest process: the run's ledger and shared rate-limit figures,
+        and (with ``--nf-warm-ahead`` above 0) a warm-ahead pool for the collected tests."""
+        from pytest_northflank.budget import SharedQuota
+        from pytest_northflank.pool import workers_sharing_tests
+
+        workers = workers_sharing_tests(state.config)
+        provisioner = cls(
             client,
             settings,
             state.require_stats(),
@@ -225,7 +235,22 @@ class Provisioner:
             ledger_owner=state.ledger_owner,
             register=state.sandboxes.append,
             create_missing_tags=settings.backend_in_use == "emulator",
+            quota=SharedQuota.in_run_dir(state.run_dir, processes=workers),
         )
+        if settings.warm_ahead > 0 and state.sandbox_demand:
+            from pytest_northflank.pool import Shelf, WarmPool, plan
+
+            # Workers dealt tests at run time share one shelf; otherwise each has its own.
+            shelf = "warm-ahead.json" if workers > 1 else f"warm-ahead-{state.worker_id}.json"
+            provisioner.pool = WarmPool(
+                provisioner,
+                plan(state.sandbox_demand, settings),
+                Shelf(state.run_dir / shelf),
+                depth=settings.warm_ahead,
+                owner=state.ledger_owner,
+                allowed=lambda: not provisioner.quota_is_low(),
+            )
+        return provisioner
 
     # ----------------------------------------------------------------------------- names
 
@@ -236,7 +261,9 @@ class Provisioner:
             counter = self._counter
         return self.owner.service_name(counter, hint)
 
-    def spec_for(self, options: SandboxOptions, hint: str) -> DeploymentServiceSpec:
+    def spec_for(
+        self, options: SandboxOptions, hint: str, *, name: str | None = None
+    ) -> DeploymentServiceSpec:
         from pytest_northflank.client.models import DeploymentServiceSpec
 
         now = datetime.now(timezone.utc)
@@ -244,7 +271,7 @@ class Provisioner:
         if expiry is not None:
             owner = dataclasses.replace(owner, deadline=now + timedelta(seconds=expiry))
         return DeploymentServiceSpec(
-            name=self.next_name(hint),
+            name=name or self.next_name(hint),
             plan=options.plan,
             image=options.image,
             command=options.command or None,
@@ -273,46 +300,86 @@ class Provisioner:
             service = self.client.create_deployment_service(self.project_id, spec)
         except ApiError as error:
             raise ProvisioningError(self.explain_create_error(error, spec)) from None
+        finally:
+            self._publish_quota()
         if self.ledger is not None:
             self.ledger.record_created(spec.name, service.id)
-        self.stats.created += 1
+        with self._lock:  # the warm-ahead pool creates from its own threads
+            self.stats.created += 1
         return service
 
-    def wait_ready(self, service: Service, *, timeout: float) -> Service:
-        """Poll until the deployment is COMPLETED; FAILED or the timeout raise with details."""
+    def wait_ready(
+        self,
+        service: Service,
+        *,
+        timeout: float,
+        created_at: float | None = None,
+        gone_ok: bool = False,
+    ) -> Service | None:
+        """Wait until the deployment is COMPLETED; FAILED or the timeout raise with details.
+
+        ``timeout`` counts from ``created_at`` (a ``clock`` reading; default: now). The polling
+        is shared with every other sandbox this process waits for (:attr:`board`). With
+        ``gone_ok``, a service found deleted returns None instead of raising.
+        """
         __tracebackhide__ = True  # users need the message, not our frames
-        started = self._clock()
-        interval = FIRST_POLL
-        next_progress = started + PROGRESS_AFTER
-        while True:
-            if service.deployment_status == "COMPLETED":
-                return service
-            if service.deployment_status == "FAILED":
-                raise DeploymentFailed(self._not_ready_text(service, "its deployment FAILED"))
-            now = self._clock()
-            waited = now - started
-            if waited >= timeout:
-                raise ReadyTimeout(
-                    self._not_ready_text(service, f"it was not ready within {timeout:g} s")
-                    + "\nA slow cluster needs a longer wait: --nf-ready-timeout, ini "
-                    "nf_ready_timeout, or @pytest.mark.nf_sandbox(ready_timeout=...)."
+        started = self._clock() if created_at is None else created_at
+        deadline = started + timeout
+        next_progress = self._clock() + PROGRESS_AFTER
+        self.board.watch(
+            service.id,
+            service.name,
+            status=service.deployment_status,
+            reason=service.deployment_reason,
+            created_at=started,
+            deadline=deadline,
+        )
+        try:
+            while True:
+                seen = self.board.wait(service.id, until=min(deadline, next_progress))
+                service = service.model_copy(
+                    update={"deployment_status": seen.status, "deployment_reason": seen.reason}
                 )
-            if self.progress is not None and now >= next_progress:
-                status = service.deployment_status or "no status yet"
-                self.progress(
-                    f"waiting for sandbox {service.name}: {status} after {waited:.0f} s "
-                    f"(ready timeout {timeout:g} s)"
-                )
-                next_progress += PROGRESS_AFTER
-            self._sleep(min(interval, max(timeout - waited, 0.0)))
-            interval = min(interval * POLL_BACKOFF, MAX_POLL)
-            try:
-                service = self.client.get_service(self.project_id, service.id)
-            except ApiError as error:
-                raise ProvisioningError(
-                    f"while waiting for sandbox {service.name}: "
-                    + self.explain_api_error(error, "read", f"reading service {service.id}")
-                ) from None
+                if gone_ok and isinstance(seen.error, NotFoundError):
+                    return None
+                if seen.error is not None:
+                    raise ProvisioningError(
+                        f"while waiting for sandbox {service.name}: "
+                        + self._explain_poll_error(seen.error, service.id)
+                    ) from None
+                if seen.status == "COMPLETED":
+                    return service
+                if seen.status == "FAILED":
+                    raise DeploymentFailed(self._not_ready_text(service, "its deployment FAILED"))
+                now = self._clock()
+                if now >= deadline:
+                    raise ReadyTimeout(
+                        self._not_ready_text(service, f"it was not ready within {timeout:g} s")
+                        + "\nA slow cluster needs a longer wait: --nf-ready-timeout, ini "
+                        "nf_ready_timeout, or @pytest.mark.nf_sandbox(ready_timeout=...)."
+                    )
+                if self.progress is not None and now >= next_progress:
+                    status = seen.status or "no status yet"
+                    self.progress(
+                        f"waiting for sandbox {service.name}: {status} after {now - started:.0f} s "
+                        f"(ready timeout {timeout:g} s)"
+                    )
+                    next_progress += PROGRESS_AFTER
+        finally:
+            self.board.forget(service.id)
+
+    def _explain_poll_error(self, error: NorthflankError, service_id: str) -> str:
+        if isinstance(error, ApiError):
+            return self.explain_api_error(error, "read", f"reading service {service_id}")
+        return f"reading service {service_id} failed: {error}"
+
+    def quota_is_low(self) -> bool:
+        """True when the run's shared rate-limit figures say to spend no optional requests."""
+        return self.quota is not None and self.quota.is_low()
+
+    def _publish_quota(self) -> None:
+        if self.quota is not None:
+            self.quota.publish(self.client.rate_limit)
 
     def delete(self, sandbox: Sandbox) -> bool:
         """Delete the sandbox's service; False when it was already gone."""
@@ -322,19 +389,21 @@ class Provisioner:
         try:
             existed = self.client.delete_service(self.project_id, sandbox.id)
         except ApiError as error:
+            self._publish_quota()
             raise ProvisioningError(
                 f"could not delete sandbox {sandbox.name} (service {sandbox.id} in project "
                 f"{self.project_id}): "
                 + self.explain_api_error(error, "delete", f"deleting service {sandbox.id}")
                 + f"\nDelete it by hand: {sandbox.dashboard_url}"
             ) from None
+        self._publish_quota()
         sandbox.deleted = True
         with self._lock:
             if sandbox in self.alive:
                 self.alive.remove(sandbox)
+            self.stats.deleted += 1
         if self.ledger is not None:
             self.ledger.record_deleted(sandbox.name)
-        self.stats.deleted += 1
         return existed
 
     def _ensure_tags(self, names: list[str]) -> None:
@@ -356,33 +425,30 @@ class Provisioner:
         hint: str,
         current_test: Callable[[], str | None] = lambda: None,
         shared: bool = False,
+        planned: bool = False,
     ) -> Sandbox:
         """Create a sandbox and wait until it is ready; a sandbox that fails is not left behind.
 
         A ``shared`` sandbox (one for the whole run) is not this provisioner's to release: the
-        run's controller deletes it at the end of the session.
+        run's controller deletes it at the end of the session. A ``planned`` one (an
+        ``nf_sandbox`` test's, foreseen at collection) comes from the warm-ahead pool when the
+        pool made one like it ahead.
         """
         __tracebackhide__ = True  # users need the message, not our frames
-        spec = self.spec_for(options, hint)
         started = self._clock()
-        service = self.create(spec, shared=shared)
-        sandbox = Sandbox(
-            self.client,
-            project_id=self.project_id,
-            service_id=service.id,
-            name=service.name or spec.name,
-            options=options,
-            dashboard_url=dashboard_url(
-                self.settings, self.client.base_url, self.project_id, service.id
-            ),
-            current_test=current_test,
-            deleter=_refuse_to_delete_shared if shared else self.delete,
-        )
-        try:
-            self.wait_ready(service, timeout=options.ready_timeout)
-        except ProvisioningError as error:
-            self.stats.failed += 1
-            raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
+        handed = self.pool.take(options) if planned and self.pool is not None else None
+        sandbox = self._take_ready(handed, options, current_test) if handed is not None else None
+        if sandbox is None:
+            spec = self.spec_for(options, hint)
+            service = self.create(spec, shared=shared)
+            name = service.name or spec.name
+            sandbox = self._handle(service.id, name, options, current_test, shared=shared)
+            try:
+                self.wait_ready(service, timeout=options.ready_timeout, created_at=started)
+            except ProvisioningError as error:
+                self.stats.failed += 1
+                raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
+        # What the test waited for its sandbox (less than the provisioning time when made ahead).
         sandbox.provisioning_seconds = self._clock() - started
         self.stats.provisioning_seconds.append(sandbox.provisioning_seconds)
         if not shared:
@@ -391,6 +457,73 @@ class Provisioner:
         if self._register is not None:
             self._register(sandbox)
         return sandbox
+
+    def _handle(
+        self,
+        service_id: str,
+        name: str,
+        options: SandboxOptions,
+        current_test: Callable[[], str | None] = lambda: None,
+        *,
+        shared: bool = False,
+    ) -> Sandbox:
+        return Sandbox(
+            self.client,
+            project_id=self.project_id,
+            service_id=service_id,
+            name=name,
+            options=options,
+            dashboard_url=dashboard_url(
+                self.settings, self.client.base_url, self.project_id, service_id
+            ),
+            current_test=current_test,
+            deleter=_refuse_to_delete_shared if shared else self.delete,
+        )
+
+    def _take_ready(
+        self,
+        handed: Handover,
+        options: SandboxOptions,
+        current_test: Callable[[], str | None],
+    ) -> Sandbox | None:
+        """Make a sandbox made ahead this process's (in the ledger too) and wait until it is
+        ready; None if it was deleted meanwhile (its maker crashed and was cleaned up after)."""
+        __tracebackhide__ = True  # users need the message, not our frames
+        from pytest_northflank.client.models import Service
+
+        if handed.maker != self.ledger_owner and self.ledger is not None:
+            self.ledger.record_handover(
+                handed.name, worker_id=self.owner.worker_id, owner=self.ledger_owner
+            )
+        with self._lock:
+            self.stats.made_ahead_used += 1
+        status = {"deployment": {"status": "COMPLETED"}} if handed.ready else {}
+        service = Service.model_validate(
+            {"id": handed.service_id, "name": handed.name, "status": status}
+        )
+        sandbox = self._handle(service.id, handed.name, options, current_test)
+        try:
+            ready = self.wait_ready(
+                service,
+                timeout=options.ready_timeout,
+                created_at=handed.created_at,
+                gone_ok=True,
+            )
+        except ProvisioningError as error:
+            self.stats.failed += 1
+            raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
+        if ready is None:
+            if self.ledger is not None:
+                self.ledger.record_deleted(handed.name)
+            return None
+        return sandbox
+
+    def discard(self, service_id: str, name: str, options: SandboxOptions) -> None:
+        """Delete a sandbox made ahead that no test took."""
+        __tracebackhide__ = True  # users need the message, not our frames
+        self.delete(self._handle(service_id, name, options))
+        with self._lock:
+            self.stats.made_ahead_unused += 1
 
     def attach(self, service_id: str, name: str, options: SandboxOptions) -> Sandbox:
         """A handle on a ready sandbox another process of the run made (the shared one)."""
@@ -429,8 +562,18 @@ class Provisioner:
         self.delete(sandbox)
 
     def release_leftovers(self) -> None:
-        """Release every sandbox no scope released (made from a thread, say); report failures."""
+        """Release every sandbox no scope released (made from a thread, say) and delete those
+        made ahead that no test took; report failures."""
         errors = []
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            try:
+                pool.close()
+            except NorthflankError as error:
+                errors.append(str(error))
+            with self._lock:
+                self.stats.made_ahead += pool.made
+        self.board.close()
         for sandbox in list(self.alive):
             try:
                 self.release(sandbox)

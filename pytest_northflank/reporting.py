@@ -95,7 +95,13 @@ class RunStats:
     deleted: int = 0
     failed: int = 0
     kept: list[KeptSandbox] = field(default_factory=list)
+    # How long each test waited for its sandbox to be ready (create to ready, unless it was
+    # made ahead).
     provisioning_seconds: list[float] = field(default_factory=list)
+    # Warm-ahead: sandboxes made before a test asked, taken by a test, deleted unused.
+    made_ahead: int = 0
+    made_ahead_used: int = 0
+    made_ahead_unused: int = 0
     api_requests: int = 0
     rate_limit_limit: int | None = None
     rate_limit_remaining: int | None = None
@@ -129,6 +135,9 @@ class RunStats:
         self.failed += int(other.get("failed", 0))
         self.kept += [KeptSandbox(**kept) for kept in other.get("kept", [])]
         self.provisioning_seconds += [float(s) for s in other.get("provisioning_seconds", [])]
+        self.made_ahead += int(other.get("made_ahead", 0))
+        self.made_ahead_used += int(other.get("made_ahead_used", 0))
+        self.made_ahead_unused += int(other.get("made_ahead_unused", 0))
         self.cleanup_notes += [str(note) for note in other.get("cleanup_notes", [])]
         self.api_requests += int(other.get("api_requests", 0))
         observed = other.get("rate_limit_observed")
@@ -245,6 +254,11 @@ def summary_lines(stats: RunStats) -> list[str]:
         lines.append(
             f"provisioning time: median {statistics.median(stats.provisioning_seconds):.2f} s, "
             f"max {max(stats.provisioning_seconds):.2f} s"
+        )
+    if stats.made_ahead:
+        lines.append(
+            f"warm-ahead: {stats.made_ahead} made ahead, {stats.made_ahead_used} taken by tests, "
+            f"{stats.made_ahead_unused} deleted unused"
         )
     api = f"API requests: {stats.api_requests}"
     if stats.rate_limit_remaining is not None:

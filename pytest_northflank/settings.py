@@ -191,6 +191,7 @@ class Settings(BaseModel):
     ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
     keep: KeepMode = DEFAULTS["keep"]
     expiry: Annotated[Seconds, Field(gt=0)] | None = DEFAULTS["expiry"]
+    warm_ahead: Annotated[int, Field(ge=0)] = DEFAULTS["warm_ahead"]
     emulator_isolation: Isolation = DEFAULTS["emulator_isolation"]
     emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = DEFAULTS["emulator_ready_delay"]
     token: SecretStr | None = Field(default=None, repr=False)
@@ -317,6 +318,8 @@ _TYPE_WORDS = {
     "float_type": "a number of seconds",
     "float_parsing": "a number of seconds",
     "int_type": "an integer",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
     "dict_type": "a dict of str to str",
     "tuple_type": "a list of strings",
     "list_type": "a list of strings",

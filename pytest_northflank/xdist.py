@@ -13,6 +13,8 @@ import pytest
 
 WORKER_INPUT_RUN_ID = "nf_run_id"
 WORKER_INPUT_INSTANCE = "nf_worker_instance"
+# The controller's --dist mode (workers see "no"): tells warm-ahead which tests a worker gets.
+WORKER_INPUT_DIST = "nf_dist"
 
 
 def worker_settings(workerinput: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -36,6 +38,7 @@ class XdistController:
         # A fresh token per worker process: a replacement for a crashed gw1 is a new owner, so
         # cleaning up after the crashed one never touches the replacement's sandboxes.
         node.workerinput[WORKER_INPUT_INSTANCE] = f"{node.gateway.id}-{secrets.token_hex(4)}"
+        node.workerinput[WORKER_INPUT_DIST] = str(self.config.getoption("dist", "load"))
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         from pytest_northflank.plugin import get_state

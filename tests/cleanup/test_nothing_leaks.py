@@ -8,6 +8,7 @@ test knows when to strike without timing guesses.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,7 +135,8 @@ def test_a_crashed_xdist_worker_leaves_nothing(
     assert process.returncode == 1, output
     assert "crashed" in output
     assert {name for name in remote_emulator.service_names() if name.startswith("nft-")} == set()
-    assert "deleted 1 sandbox(es) left behind" in output, output
+    # Its test's sandbox, and any it made ahead (warm-ahead) that no other worker took.
+    assert re.search(r"deleted \d+ sandbox\(es\) left behind", output), output
 
 
 TEARDOWN_ERROR_SUITE = (

@@ -72,6 +72,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "--nf-ready-timeout=30",
         "--nf-keep=on-failure",
         "--nf-expiry=7200",
+        "--nf-warm-ahead=5",
         "--nf-emulator-isolation=directory",
         "--nf-emulator-ready-delay=0.5",
     )
@@ -88,6 +89,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "ready_timeout": 30.0,
         "keep": "on-failure",
         "expiry": 7200.0,
+        "warm_ahead": 5,
         "emulator_isolation": "directory",
         "emulator_ready_delay": 0.5,
         "token_source": None,

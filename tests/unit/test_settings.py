@@ -49,6 +49,7 @@ def test_defaults() -> None:
     )
     assert (s.ready_timeout, s.keep) == (120.0, "never")
     assert (s.emulator_isolation, s.emulator_ready_delay) == ("auto", 0.0)
+    assert s.warm_ahead == 2
     assert s.source_of("plan") == "the default"
     assert s.backend_reason == "no NORTHFLANK_API_TOKEN in the environment"
 
@@ -57,7 +58,8 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
     fields = {spec.field for spec in OPTIONS}
     assert fields == {
         "backend", "project", "team", "api_url", "image", "plan", "tags", "command",
-        "ready_timeout", "keep", "expiry", "emulator_isolation", "emulator_ready_delay",
+        "ready_timeout", "keep", "expiry", "warm_ahead", "emulator_isolation",
+        "emulator_ready_delay",
     }  # fmt: skip
     for spec in OPTIONS:
         assert spec.flag == "--nf-" + (
@@ -82,6 +84,8 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
         ("keep", "on-failure", "on-failure"),
         ("emulator_isolation", "directory", "directory"),
         ("emulator_ready_delay", "1.5", 1.5),
+        ("warm_ahead", "0", 0),
+        ("warm_ahead", "8", 8),
     ],
 )
 def test_each_setting_from_cli_and_from_ini(field: str, raw: Any, expected: Any) -> None:
@@ -199,6 +203,9 @@ ERRORS_WITH_SOURCES = [
     ({"cli": {"backend": "cloud"}}, "backend from option --nf-backend: 'cloud' is not one of"),
     ({"ini": {"emulator_isolation": "vm"}}, "from ini key nf_emulator_isolation"),
     ({"cli": {"emulator_ready_delay": "-1"}}, "--nf-emulator-ready-delay: '-1' must be at least 0"),
+    ({"cli": {"warm_ahead": "-1"}}, "warm_ahead from option --nf-warm-ahead: '-1' must be at"),
+    ({"ini": {"warm_ahead": "lots"}}, "nf_warm_ahead in " + f"{INI}: expected a whole number"),
+    ({"cli": {"warm_ahead": "2.5"}}, "--nf-warm-ahead: expected a whole number, got str '2.5'"),
     ({"cli": {"image": "ubuntu 22.04"}}, "--nf-image: 'ubuntu 22.04' is not an image reference"),
     ({"cli": {"team": "a/b"}}, "bad value for team from option --nf-team"),
 ]

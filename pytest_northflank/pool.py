@@ -1,0 +1,470 @@
+"""Warm-ahead: sandboxes provisioned before the tests that will use them ask for them.
+
+After collection each pytest process knows which of its tests take an ``nf_sandbox``, what
+each of those sandboxes is made of (the settings plus the test's marker) and in what order they
+come. From the first such test on, :class:`WarmPool` keeps up to ``depth`` of the next ones
+being provisioned in the background (a few create requests at a time), so they become ready
+while earlier tests run: a suite of function-scoped sandbox tests waits for provisioning about
+once instead of once per test.
+
+What is made ahead is put on a :class:`Shelf`, a small JSON file in the run directory. Under
+xdist with a mode that deals tests out while the run goes (``load``, ``loadscope``, ...), a
+worker cannot know which tests it will get, so the workers share one shelf: a test takes a
+matching sandbox whichever worker made it (the ledger then names the new owner), and the
+shelf's tally of the run (tests that asked, creates in flight, sandboxes waiting) keeps the run
+from making more than its tests need, while each worker keeps at most ``depth`` of its own
+ahead. With ``--dist each`` or without xdist each process has a shelf of its own.
+
+Sandboxes made ahead are ordinary services of the run: written to the run ledger before their
+create request (by :meth:`Provisioner.create <pytest_northflank.provisioning.Provisioner.create>`)
+and deleted at the end of the session if no test took them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
+
+from pytest_northflank.errors import NorthflankError, ProvisioningError
+
+if TYPE_CHECKING:
+    import pytest
+
+    from pytest_northflank.client.models import Service
+    from pytest_northflank.provisioning import Provisioner
+    from pytest_northflank.readiness import Readiness
+    from pytest_northflank.settings import SandboxOptions, Settings
+
+# Create requests in flight at once per process: creating is quick (the API answers long
+# before the deployment is ready), so a few threads keep any depth fed.
+MAX_CONCURRENT_CREATES = 4
+# The service name hint of a sandbox made ahead (it is not tied to one test).
+AHEAD_HINT = "ahead"
+# xdist distribution modes where every worker runs every collected test.
+EVERY_TEST_HERE = ("no", "each")
+# How often a test waiting for another worker's create looks at the shelf (it is a local file).
+SHELF_POLL = 0.02
+MAX_SHELF_POLL = 0.5
+
+
+# ---------------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A collected test that will ask for ``nf_sandbox``, with its ``nf_sandbox`` marker's
+    keywords (already validated at collection), or None without a marker."""
+
+    nodeid: str
+    marker_kwargs: Mapping[str, Any] | None
+
+
+def demand_of(items: Iterable[pytest.Item]) -> list[Demand]:
+    """The tests among ``items`` that will run (not skipped outright), in run order."""
+    demand = []
+    for item in items:
+        if _always_skipped(item):
+            continue
+        marker = item.get_closest_marker("nf_sandbox")
+        demand.append(Demand(item.nodeid, dict(marker.kwargs) if marker is not None else None))
+    return demand
+
+
+def _always_skipped(item: pytest.Item) -> bool:
+    if item.get_closest_marker("skip") is not None:
+        return True
+    return any(
+        mark.args and all(arg is True for arg in mark.args) for mark in item.iter_markers("skipif")
+    )
+
+
+def spec_key(options: SandboxOptions) -> str:
+    """What makes two sandboxes interchangeable, as a short string: everything the service is
+    created from (the ready timeout and the keep mode only matter to the test holding it)."""
+    made_of = [
+        options.image,
+        options.plan,
+        sorted(options.env.items()),
+        list(options.tags),
+        options.command,
+    ]
+    return hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:16]
+
+
+def plan(demand: Sequence[Demand], settings: Settings) -> list[SandboxOptions]:
+    """The options of each sandbox ``demand`` will ask for, in order."""
+    from pytest_northflank.settings import apply_overrides, validate_marker
+
+    base = settings.sandbox_options()
+    expected = []
+    for wanted in demand:
+        options = base
+        if wanted.marker_kwargs is not None:
+            overrides = validate_marker((), wanted.marker_kwargs, wanted.nodeid)
+            options = apply_overrides(base, overrides)
+        expected.append(options)
+    return expected
+
+
+def workers_sharing_tests(config: pytest.Config) -> int:
+    """1 when this process runs every collected test (no xdist, ``--dist each``); otherwise the
+    number of xdist workers the tests are dealt out to."""
+    from pytest_northflank.xdist import WORKER_INPUT_DIST
+
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is None or workerinput.get(WORKER_INPUT_DIST, "load") in EVERY_TEST_HERE:
+        return 1
+    return max(int(workerinput.get("workercount", 1)), 1)
+
+
+# --------------------------------------------------------------------------------- the shelf
+
+
+@dataclass(frozen=True)
+class ShelfItem:
+    """A sandbox made ahead and not taken yet; ``made_at`` is epoch seconds."""
+
+    key: str
+    name: str
+    service_id: str
+    owner: str
+    made_at: float
+    ready: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a test got from the shelf: a sandbox made ahead, or the name of one this process
+    is still creating (``promised``), or neither; ``pending_elsewhere`` lists the processes
+    (owners) still creating one of that spec."""
+
+    item: ShelfItem | None = None
+    promised: str | None = None
+    pending_elsewhere: tuple[str, ...] = ()
+
+
+class Shelf:
+    """Warm-ahead's record, in one JSON file under a file lock (see the module docstring).
+
+    ``asked``: per spec key, the planned tests that asked for a sandbox; ``making``: creates in
+    flight (key, name, owner); ``shelf``: sandboxes made ahead, waiting for a test.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = FileLock(str(path) + ".lock")
+
+    @contextmanager
+    def _edit(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            data.setdefault("asked", {})
+            data.setdefault("making", [])
+            data.setdefault("shelf", [])
+            yield data
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            scratch = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            scratch.write_text(json.dumps(data), encoding="utf-8")
+            os.replace(scratch, self.path)
+
+    def claim(self, key: str, *, owner: str, count: bool = True) -> Claim:
+        """A planned test asks for a sandbox of spec ``key``: count it (unless this is a retry),
+        and hand it the best matching sandbox on the shelf (ready first, then this process's
+        own, then the oldest)."""
+        with self._edit() as data:
+            if count:
+                data["asked"][key] = data["asked"].get(key, 0) + 1
+            matching = [entry for entry in data["shelf"] if entry["key"] == key]
+            if matching:
+                best = min(
+                    matching,
+                    key=lambda e: (not e["ready"], e["owner"] != owner, e["made_at"]),
+                )
+                data["shelf"].remove(best)
+                return Claim(item=ShelfItem(**best))
+            mine = next(
+                (e for e in data["making"] if e["key"] == key and e["owner"] == owner), None
+            )
+            if mine is not None:
+                data["making"].remove(mine)
+                return Claim(promised=mine["name"])
+            others = tuple(e["owner"] for e in data["making"] if e["key"] == key)
+            return Claim(pending_elsewhere=others)
+
+    def reserve(
+        self,
+        demand: Sequence[str],
+        *,
+        owner: str,
+        depth: int,
+        skip: set[str],
+        name_for: Callable[[str], str],
+    ) -> list[tuple[str, str]]:
+        """Choose the next sandboxes for this process to make ahead: the first tests of
+        ``demand`` (spec keys in run order) not yet covered by a test that asked, a create in
+        flight or the shelf, while this process has fewer than ``depth`` ahead. Returns
+        (key, name) pairs, now counted as in flight."""
+        with self._edit() as data:
+            covered: Counter[str] = Counter(data["asked"])
+            covered.update(entry["key"] for entry in data["making"])
+            covered.update(entry["key"] for entry in data["shelf"])
+            own = sum(e["owner"] == owner for e in [*data["making"], *data["shelf"]])
+            room = depth - own
+            chosen: list[tuple[str, str]] = []
+            for key in demand:
+                if room <= 0:
+                    break
+                if covered[key] > 0:
+                    covered[key] -= 1
+                    continue
+                if key in skip:
+                    continue
+                name = name_for(key)
+                data["making"].append({"key": key, "name": name, "owner": owner})
+                chosen.append((key, name))
+                room -= 1
+            return chosen
+
+    def shelve(self, item: ShelfItem) -> bool:
+        """Put a finished create on the shelf; False when a test of its maker was promised it."""
+        with self._edit() as data:
+            making = next((e for e in data["making"] if e["name"] == item.name), None)
+            if making is None:
+                return False
+            data["making"].remove(making)
+            data["shelf"].append(item.__dict__.copy())
+            return True
+
+    def abandon(self, name: str) -> None:
+        """A create in flight that will not reach the shelf (it failed, or the run ends)."""
+        with self._edit() as data:
+            data["making"] = [e for e in data["making"] if e["name"] != name]
+
+    def mark_ready(self, name: str) -> None:
+        with self._edit() as data:
+            for entry in data["shelf"]:
+                if entry["name"] == name:
+                    entry["ready"] = True
+
+    def withdraw(self, owner: str) -> list[ShelfItem]:
+        """Take this process's sandboxes off the shelf (the end of its session)."""
+        with self._edit() as data:
+            mine = [entry for entry in data["shelf"] if entry["owner"] == owner]
+            data["shelf"] = [entry for entry in data["shelf"] if entry["owner"] != owner]
+            data["making"] = [entry for entry in data["making"] if entry["owner"] != owner]
+            return [ShelfItem(**entry) for entry in mine]
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process behind a ledger owner (``<worker>:<pid>``) still runs."""
+    _, _, pid = owner.rpartition(":")
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------------- the pool
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A sandbox made ahead, given to a test: its service, and when its create request was sent
+    (a ``clock`` time: the ready timeout counts from then). ``ready`` when a poll saw it so."""
+
+    service_id: str
+    name: str
+    created_at: float
+    ready: bool
+    maker: str
+
+
+@dataclass
+class _Making:
+    key: str
+    name: str
+    options: SandboxOptions
+    future: Future[Service] | None = None
+    created_at: float = 0.0
+    made_at: float = 0.0
+    promised: bool = False
+
+
+class WarmPool:
+    """Keeps up to ``depth`` sandboxes of the ``expected`` ones provisioning ahead of need.
+
+    The provisioner asks :meth:`take` for each sandbox an ``nf_sandbox`` test needs; the pool
+    hands over a matching one made ahead (or None: the provisioner makes it then) and starts
+    the next ones. :meth:`close` deletes this process's sandboxes no test took.
+    """
+
+    def __init__(
+        self,
+        provisioner: Provisioner,
+        expected: Sequence[SandboxOptions],
+        shelf: Shelf,
+        *,
+        depth: int,
+        owner: str,
+        concurrency: int = MAX_CONCURRENT_CREATES,
+        allowed: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provisioner = provisioner
+        self.shelf = shelf
+        self.depth = depth
+        self.owner = owner
+        self.concurrency = max(1, min(concurrency, depth))
+        # Asked before making more (False: the run's request quota is running low).
+        self._allowed = allowed
+        self._clock = clock
+        self._demand = [spec_key(options) for options in expected]
+        self._options = {spec_key(options): options for options in expected}
+        self._making: dict[str, _Making] = {}
+        # Specs whose create failed ahead: their tests make their own (and see the error).
+        self._broken: set[str] = set()
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+        #: Sandboxes this process made ahead, and those of them it deleted unused.
+        self.made = 0
+        self.unused = 0
+
+    def take(self, options: SandboxOptions) -> Handover | None:
+        """A sandbox made ahead with these options' spec, or None; starts the next ones."""
+        key = spec_key(options)
+        with self._lock:
+            if self._closed:
+                return None
+            claim = self.shelf.claim(key, owner=self.owner)
+            own = self._making.pop(claim.promised, None) if claim.promised else None
+            if own is not None:
+                own.promised = True
+            self._refill()
+        if claim.pending_elsewhere:
+            # Another worker is creating one for this test: wait for it rather than make one
+            # more (its create request takes a moment; its readiness is the same wait).
+            claim = self._await_elsewhere(key, claim, options.ready_timeout)
+        if claim.item is not None:
+            item = claim.item
+            age = max(time.time() - item.made_at, 0.0)
+            return Handover(item.service_id, item.name, self._clock() - age, item.ready, item.owner)
+        if own is None or own.future is None:
+            return None
+        try:
+            service = own.future.result()
+        except NorthflankError:
+            return None  # the create failed ahead: the test makes its own, and sees why
+        return Handover(service.id, own.name, own.created_at, False, self.owner)
+
+    def _await_elsewhere(self, key: str, claim: Claim, timeout: float) -> Claim:
+        deadline = self._clock() + timeout
+        pause = SHELF_POLL
+        while claim.pending_elsewhere and self._clock() < deadline:
+            if not any(_alive(owner) for owner in claim.pending_elsewhere):
+                break  # they died mid-create: their run's cleanup deletes what they made
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_SHELF_POLL)
+            claim = self.shelf.claim(key, owner=self.owner, count=False)
+        return claim
+
+    def _refill(self) -> None:
+        """Start sandboxes for the next tests nobody covers yet (holding the lock)."""
+        if not self._demand or not self._allowed():
+            return
+        chosen = self.shelf.reserve(
+            self._demand,
+            owner=self.owner,
+            depth=self.depth,
+            skip=self._broken,
+            name_for=lambda key: self.provisioner.next_name(AHEAD_HINT),
+        )
+        for key, name in chosen:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix="northflank-warm-ahead"
+                )
+            making = _Making(key, name, self._options[key])
+            self._making[name] = making
+            making.future = self._executor.submit(self._make, making)
+            self.made += 1
+
+    def _make(self, making: _Making) -> Service:
+        making.created_at, making.made_at = self._clock(), time.time()
+        spec = self.provisioner.spec_for(making.options, AHEAD_HINT, name=making.name)
+        try:
+            service = self.provisioner.create(spec)
+        except NorthflankError:
+            with self._lock:
+                self._broken.add(making.key)
+                self._making.pop(making.name, None)
+            self.shelf.abandon(making.name)
+            raise
+        ready = service.deployment_status == "COMPLETED"
+        with self._lock:
+            if making.promised:
+                return service  # a test of this process waits for it
+            shelved = not self._closed and self.shelf.shelve(
+                ShelfItem(making.key, making.name, service.id, self.owner, making.made_at, ready)
+            )
+            self._making.pop(making.name, None)
+        if not shelved:
+            self._discard(service.id, making.name, making.options)
+        elif not ready:
+            self.provisioner.board.watch(
+                service.id,
+                making.name,
+                status=service.deployment_status,
+                reason=service.deployment_reason,
+                created_at=making.created_at,
+                deadline=making.created_at + making.options.ready_timeout,
+                on_settled=lambda seen: self._settled(making.name, seen),
+            )
+        return service
+
+    def _settled(self, name: str, seen: Readiness) -> None:
+        if seen.status == "COMPLETED":
+            self.shelf.mark_ready(name)
+
+    def _discard(self, service_id: str, name: str, options: SandboxOptions) -> None:
+        self.provisioner.board.forget(service_id)
+        self.provisioner.discard(service_id, name, options)
+        with self._lock:
+            self.unused += 1
+
+    def close(self) -> None:
+        """Stop making sandboxes ahead and delete this process's ones no test took."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            # Creates already sent finish (and are deleted below or by _make); others never start.
+            executor.shutdown(wait=True, cancel_futures=True)
+        problems = []
+        for item in self.shelf.withdraw(self.owner):
+            try:
+                self._discard(item.service_id, item.name, self._options[item.key])
+            except NorthflankError as error:
+                problems.append(str(error))
+        if problems:
+            raise ProvisioningError("\n".join(problems))

@@ -346,7 +346,7 @@ class WarmPool:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        #: Sandboxes this process made ahead, and those of them it deleted unused.
+        #: Sandboxes this process made ahead (created), and those of them it deleted unused.
         self.made = 0
         self.unused = 0
 
@@ -407,7 +407,6 @@ class WarmPool:
             making = _Making(key, name, self._options[key])
             self._making[name] = making
             making.future = self._executor.submit(self._make, making)
-            self.made += 1
 
     def _make(self, making: _Making) -> Service:
         making.created_at, making.made_at = self._clock(), time.time()
@@ -422,6 +421,7 @@ class WarmPool:
             raise
         ready = service.deployment_status == "COMPLETED"
         with self._lock:
+            self.made += 1
             if making.promised:
                 return service  # a test of this process waits for it
             shelved = not self._closed and self.shelf.shelve(

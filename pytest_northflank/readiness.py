@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pytest_northflank.errors import NorthflankError
+from pytest_northflank.errors import NorthflankError, TransportError
 
 if TYPE_CHECKING:
     from pytest_northflank.budget import SharedQuota
@@ -45,6 +45,8 @@ AFTER_EXPECTED_STEP = 1 / 32
 # more often than FIRST_POLL).
 MAX_LISTING_SPEEDUP = 4
 ESTIMATE_SAMPLES = 8
+# How often a wait held back by the shared rate-limit figures reads them again.
+QUOTA_RECHECK = 1.0
 # Services per page of a listing (the client asks for the API's maximum).
 LIST_PAGE_SIZE = 100
 
@@ -209,7 +211,13 @@ class ReadinessBoard:
                 if round_ is None:
                     return
             listed, by_id = round_
-            results = self._fetch(listed, by_id)
+            try:
+                results = self._fetch(listed, by_id)
+            except Exception as error:  # the waiters must hear of it rather than hang
+                failure = TransportError(
+                    f"polling readiness failed: {type(error).__name__}: {error}"
+                )
+                results = dict.fromkeys([*listed, *by_id], failure)
             with self._cond:
                 settled = self._apply(results)
                 self._cond.notify_all()
@@ -245,7 +253,9 @@ class ReadinessBoard:
                 due = max(due, self._last_poll + spacing)
             if due <= now:
                 break
-            self._cond.wait(due - now)
+            # While the quota holds polls back, look at the shared figures again now and then:
+            # another process may have seen the window reset.
+            self._cond.wait(min(due - now, QUOTA_RECHECK) if spacing > 0 else due - now)
         self._last_poll = now
         if by_listing:
             return listable, [service_id for service_id, watched in pending if watched.ask_by_id]

@@ -159,7 +159,8 @@ class Shelf:
     """Warm-ahead's record, in one JSON file under a file lock (see the module docstring).
 
     ``asked``: per spec key, the planned tests that asked for a sandbox; ``making``: creates in
-    flight (key, name, owner); ``shelf``: sandboxes made ahead, waiting for a test.
+    flight (key, name, owner); ``shelf``: sandboxes made ahead, waiting for a test; ``open``:
+    the processes using the shelf.
     """
 
     def __init__(self, path: Path) -> None:
@@ -176,6 +177,7 @@ class Shelf:
             data.setdefault("asked", {})
             data.setdefault("making", [])
             data.setdefault("shelf", [])
+            data.setdefault("open", [])
             yield data
             self.path.parent.mkdir(parents=True, exist_ok=True)
             scratch = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
@@ -261,13 +263,36 @@ class Shelf:
                 if entry["name"] == name:
                     entry["ready"] = True
 
-    def withdraw(self, owner: str) -> list[ShelfItem]:
-        """Take this process's sandboxes off the shelf (the end of its session)."""
+    def join(self, owner: str) -> None:
+        """A process starts using the shelf."""
         with self._edit() as data:
-            mine = [entry for entry in data["shelf"] if entry["owner"] == owner]
-            data["shelf"] = [entry for entry in data["shelf"] if entry["owner"] != owner]
+            if owner not in data["open"]:
+                data["open"].append(owner)
+
+    def leave(self, owner: str, demand: Counter[str]) -> list[ShelfItem]:
+        """A process ends its session: the sandboxes to delete now. Its own ones stay on the
+        shelf while other processes still run tests that may take them (``demand``: every
+        planned test's spec key, run-wide); the last process to leave takes everything left."""
+        with self._edit() as data:
+            data["open"] = [o for o in data["open"] if o != owner and _alive(o)]
             data["making"] = [entry for entry in data["making"] if entry["owner"] != owner]
-            return [ShelfItem(**entry) for entry in mine]
+            if not data["open"]:
+                left, data["shelf"] = data["shelf"], []
+                return [ShelfItem(**entry) for entry in left]
+            # Tests still to ask, less what the other processes are making or hold for them.
+            still: Counter[str] = Counter(
+                {key: count - data["asked"].get(key, 0) for key, count in demand.items()}
+            )
+            still.subtract(entry["key"] for entry in data["making"])
+            still.subtract(entry["key"] for entry in data["shelf"] if entry["owner"] != owner)
+            surplus = []
+            for entry in [e for e in data["shelf"] if e["owner"] == owner]:
+                if still[entry["key"]] > 0:
+                    still[entry["key"]] -= 1
+                else:
+                    surplus.append(entry)
+                    data["shelf"].remove(entry)
+            return [ShelfItem(**entry) for entry in surplus]
 
 
 def _alive(owner: str) -> bool:
@@ -346,9 +371,10 @@ class WarmPool:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
-        #: Sandboxes this process made ahead (created), and those of them it deleted unused.
+        #: Sandboxes this process made ahead (created), and those it deleted unused.
         self.made = 0
         self.unused = 0
+        shelf.join(owner)
 
     def take(self, options: SandboxOptions) -> Handover | None:
         """A sandbox made ahead with these options' spec, or None; starts the next ones."""
@@ -357,14 +383,12 @@ class WarmPool:
             if self._closed:
                 return None
             claim = self.shelf.claim(key, owner=self.owner)
-            own = self._making.pop(claim.promised, None) if claim.promised else None
-            if own is not None:
-                own.promised = True
+            own = self._promised(claim)
             self._refill()
         if claim.pending_elsewhere:
             # Another worker is creating one for this test: wait for it rather than make one
             # more (its create request takes a moment; its readiness is the same wait).
-            claim = self._await_elsewhere(key, claim, options.ready_timeout)
+            claim, own = self._await_elsewhere(key, claim, options.ready_timeout)
         if claim.item is not None:
             item = claim.item
             age = max(time.time() - item.made_at, 0.0)
@@ -377,16 +401,28 @@ class WarmPool:
             return None  # the create failed ahead: the test makes its own, and sees why
         return Handover(service.id, own.name, own.created_at, False, self.owner)
 
-    def _await_elsewhere(self, key: str, claim: Claim, timeout: float) -> Claim:
+    def _promised(self, claim: Claim) -> _Making | None:
+        """This process's create in flight that ``claim`` promised to a test (holding the lock)."""
+        own = self._making.pop(claim.promised, None) if claim.promised else None
+        if own is not None:
+            own.promised = True
+        return own
+
+    def _await_elsewhere(
+        self, key: str, claim: Claim, timeout: float
+    ) -> tuple[Claim, _Making | None]:
         deadline = self._clock() + timeout
         pause = SHELF_POLL
+        own = None
         while claim.pending_elsewhere and self._clock() < deadline:
             if not any(_alive(owner) for owner in claim.pending_elsewhere):
                 break  # they died mid-create: their run's cleanup deletes what they made
             time.sleep(pause)
             pause = min(pause * 2, MAX_SHELF_POLL)
-            claim = self.shelf.claim(key, owner=self.owner, count=False)
-        return claim
+            with self._lock:
+                claim = self.shelf.claim(key, owner=self.owner, count=False)
+                own = self._promised(claim)
+        return claim, own
 
     def _refill(self) -> None:
         """Start sandboxes for the next tests nobody covers yet (holding the lock)."""
@@ -453,7 +489,8 @@ class WarmPool:
             self.unused += 1
 
     def close(self) -> None:
-        """Stop making sandboxes ahead and delete this process's ones no test took."""
+        """Stop making sandboxes ahead and delete those no test took (and none will: what other
+        workers' tests may still take stays on the shelf until the last worker closes)."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
@@ -461,9 +498,10 @@ class WarmPool:
             # Creates already sent finish (and are deleted below or by _make); others never start.
             executor.shutdown(wait=True, cancel_futures=True)
         problems = []
-        for item in self.shelf.withdraw(self.owner):
+        for item in self.shelf.leave(self.owner, Counter(self._demand)):
             try:
-                self._discard(item.service_id, item.name, self._options[item.key])
+                options = self._options.get(item.key, self.provisioner.settings.sandbox_options())
+                self._discard(item.service_id, item.name, options)
             except NorthflankError as error:
                 problems.append(str(error))
         if problems:

@@ -1,0 +1,258 @@
+"""Warm-ahead end to end: pytest runs in a subprocess, on the embedded emulator or on an
+emulator acting as the remote API (so the services left behind can be listed afterwards)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_northflank.client import NorthflankClient
+
+if TYPE_CHECKING:
+    from pytest_northflank.emulator import EmulatorServer
+
+PROJECT = "default-project"
+ENVIRONMENT = (
+    "NORTHFLANK_API_TOKEN",
+    "NF_API_TOKEN",
+    "NORTHFLANK_PROJECT_ID",
+    "NORTHFLANK_TEAM_ID",
+    "NORTHFLANK_API_BASE_URL",
+    "PYTEST_ADDOPTS",
+)
+
+# Each test writes down its sandbox and the sandboxes made ahead that exist by the end of its
+# body (waiting until as many as warm-ahead should have started show up).
+RECORDING_CONFTEST = """
+import json, os, time
+
+import pytest
+
+@pytest.fixture
+def record(nf_sandbox, nf_client, nf_settings, request):
+    yield
+    expected = int(os.environ.get("EXPECT_AHEAD", "0"))
+    deadline = time.monotonic() + 60
+    while True:
+        ahead = sorted(
+            s.name for s in nf_client.list_services(nf_settings.project_in_use)
+            if s.name.endswith("-ahead") and s.name != nf_sandbox.name
+        )
+        wanted = min(expected, int(os.environ["TESTS"]) - 1 - request.node.callspec.params["n"])
+        if len(ahead) >= wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    with open("record.jsonl", "a") as out:
+        line = {"n": request.node.callspec.params["n"], "name": nf_sandbox.name, "ahead": ahead}
+        out.write(json.dumps(line) + "\\n")
+"""
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def api(
+    emulator_clean: EmulatorServer, monkeypatch: pytest.MonkeyPatch, clean_environment: None
+) -> EmulatorServer:
+    """The emulator as the remote API: token, URL and project in the environment."""
+    monkeypatch.setenv("NORTHFLANK_API_TOKEN", emulator_clean.token)
+    monkeypatch.setenv("NORTHFLANK_API_BASE_URL", emulator_clean.url)
+    monkeypatch.setenv("NORTHFLANK_PROJECT_ID", PROJECT)
+    return emulator_clean
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
+
+
+def summary(result: pytest.RunResult) -> str:
+    text = result.stdout.str()
+    return text[text.index("-- northflank --") :] if "-- northflank --" in text else ""
+
+
+def counts(result: pytest.RunResult) -> dict[str, int]:
+    text = summary(result)
+    created = re.search(r"sandboxes: (\d+) created, (\d+) deleted", text)
+    assert created is not None, text
+    found = {"created": int(created[1]), "deleted": int(created[2])}
+    ahead = re.search(r"warm-ahead: (\d+) made ahead, (\d+) taken by tests, (\d+) deleted", text)
+    if ahead is not None:
+        found |= {"made": int(ahead[1]), "taken": int(ahead[2]), "unused": int(ahead[3])}
+    return found
+
+
+def records(pytester: pytest.Pytester) -> list[dict[str, Any]]:
+    lines = (pytester.path / "record.jsonl").read_text().splitlines()
+    return sorted((json.loads(line) for line in lines), key=lambda r: int(r["n"]))
+
+
+def services(api: EmulatorServer) -> list[str]:
+    with NorthflankClient(api.token, base_url=api.url) as client:
+        return [service.name for service in client.list_services(PROJECT)]
+
+
+def suite(pytester: pytest.Pytester, tests: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESTS", str(tests))
+    pytester.makeconftest(RECORDING_CONFTEST)
+    pytester.makepyfile(
+        test_suite=f"""
+        import pytest
+
+        @pytest.mark.parametrize("n", range({tests}))
+        def test_box(nf_sandbox, record, n):
+            assert nf_sandbox.run("echo hi").stdout == "hi\\n"
+        """
+    )
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_the_next_sandboxes_are_made_while_earlier_tests_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite(pytester, 4, monkeypatch)
+    monkeypatch.setenv("EXPECT_AHEAD", "2")
+    result = run(pytester, "--nf-emulator-ready-delay=1")  # default depth: 2
+    result.assert_outcomes(passed=4)
+    seen = records(pytester)
+    # The first test made its own; every later one got a sandbox that already existed while
+    # the test before it ran.
+    assert not seen[0]["name"].endswith("-ahead")
+    for before, after in itertools.pairwise(seen):
+        assert after["name"].endswith("-ahead")
+        assert after["name"] in before["ahead"]
+    # Never more than the depth ahead at once.
+    assert [len(r["ahead"]) for r in seen] == [2, 2, 1, 0]
+    assert counts(result) == {
+        "created": 4, "deleted": 4, "made": 3, "taken": 3, "unused": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_depth_zero_turns_warm_ahead_off(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite(pytester, 3, monkeypatch)
+    result = run(pytester, "--nf-warm-ahead=0")
+    result.assert_outcomes(passed=3)
+    seen = records(pytester)
+    assert [r["ahead"] for r in seen] == [[], [], []]
+    assert [r["name"].endswith(f"-test-box-{r['n']}") for r in seen] == [True] * 3
+    assert counts(result) == {"created": 3, "deleted": 3}
+    assert "warm-ahead" not in summary(result)
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_each_marker_gets_a_sandbox_made_to_its_spec(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_specs="""
+        import pytest
+
+        def check(box, client, settings, image, mode):
+            assert client.get_service(settings.project_in_use, box.id).image == image
+            assert box.run('echo "$MODE"').stdout == mode + "\\n"
+
+        def test_plain_1(nf_sandbox, nf_client, nf_settings):
+            check(nf_sandbox, nf_client, nf_settings, "ubuntu:22.04", "")
+
+        @pytest.mark.nf_sandbox(image="alpine:3.20")
+        def test_alpine_1(nf_sandbox, nf_client, nf_settings):
+            check(nf_sandbox, nf_client, nf_settings, "alpine:3.20", "")
+
+        @pytest.mark.nf_sandbox(env={"MODE": "x"})
+        def test_env(nf_sandbox, nf_client, nf_settings):
+            check(nf_sandbox, nf_client, nf_settings, "ubuntu:22.04", "x")
+
+        @pytest.mark.nf_sandbox(image="alpine:3.20", ready_timeout=50)
+        def test_alpine_2(nf_sandbox, nf_client, nf_settings):
+            check(nf_sandbox, nf_client, nf_settings, "alpine:3.20", "")
+            assert nf_sandbox.name.endswith("-ahead")
+
+        def test_plain_2(nf_sandbox, nf_client, nf_settings):
+            check(nf_sandbox, nf_client, nf_settings, "ubuntu:22.04", "")
+            assert nf_sandbox.name.endswith("-ahead")
+        """
+    )
+    result = run(pytester, "--nf-warm-ahead=4", "--nf-emulator-ready-delay=0.5")
+    result.assert_outcomes(passed=5)
+    # A ready timeout changes nothing about the service: the second alpine test took one made
+    # ahead for it. Every sandbox made ahead went to a test of its spec.
+    assert counts(result) == {
+        "created": 5, "deleted": 5, "made": 4, "taken": 4, "unused": 0,
+    }  # fmt: skip
+
+
+def test_sandboxes_no_test_took_are_deleted_at_the_end(
+    pytester: pytest.Pytester, api: EmulatorServer
+) -> None:
+    pytester.makepyfile(
+        test_stop="""
+        import pytest
+
+        def test_a(nf_sandbox):
+            assert nf_sandbox.run("true").ok
+
+        @pytest.mark.skipif("1 == 1", reason="decided when it runs")
+        def test_b(nf_sandbox):
+            pass
+
+        def test_c(nf_sandbox):
+            assert False, "stops the run"
+
+        def test_d(nf_sandbox):
+            pass
+        """
+    )
+    result = run(pytester, "-x", "--nf-warm-ahead=3")
+    result.assert_outcomes(passed=1, skipped=1, failed=1)
+    # Made ahead for b (skipped), c and d (never run after -x stopped the run): c took one.
+    assert counts(result) == {
+        "created": 4, "deleted": 4, "made": 3, "taken": 1, "unused": 2,
+    }  # fmt: skip
+    assert services(api) == []
+
+
+def test_xdist_workers_share_what_they_made_ahead(
+    pytester: pytest.Pytester, api: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite(pytester, 8, monkeypatch)
+    result = run(pytester, "-n", "2", "--nf-warm-ahead=3")
+    result.assert_outcomes(passed=8)
+    found = counts(result)
+    # The workers made what the run needed between them: nothing twice, nothing left over.
+    assert (found["created"], found["deleted"], found["unused"]) == (8, 8, 0)
+    assert found["made"] == found["taken"] >= 5
+    assert services(api) == []
+
+
+def test_xdist_each_gives_every_worker_its_own_sandboxes(
+    pytester: pytest.Pytester, api: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite(pytester, 3, monkeypatch)
+    result = run(pytester, "-n", "2", "--dist", "each", "--nf-warm-ahead=2")
+    result.assert_outcomes(passed=6)
+    assert counts(result) == {
+        "created": 6, "deleted": 6, "made": 4, "taken": 4, "unused": 0,
+    }  # fmt: skip
+    assert services(api) == []
+
+
+def test_a_rate_limited_run_waits_for_the_quota_and_passes(
+    pytester: pytest.Pytester, api: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight requests per 3-second window: far fewer than the suite needs, so it meets 429s.
+    api.control.set_rate_limit(8, window_seconds=3.0)
+    suite(pytester, 4, monkeypatch)
+    result = run(pytester)
+    result.assert_outcomes(passed=4)
+    assert api.control.state()["rateLimit"]["refused"] >= 1
+    api.control.set_rate_limit(None)
+    assert services(api) == []
+    assert counts(result)["deleted"] == counts(result)["created"]

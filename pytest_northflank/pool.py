@@ -377,18 +377,22 @@ class WarmPool:
         shelf.join(owner)
 
     def take(self, options: SandboxOptions) -> Handover | None:
-        """A sandbox made ahead with these options' spec, or None; starts the next ones."""
+        """A sandbox made ahead with these options' spec, or None (then the caller makes its
+        own, and calls :meth:`refill` once its create request is sent, so that request goes
+        first). Starts the next ones when it hands one over."""
         key = spec_key(options)
         with self._lock:
             if self._closed:
                 return None
             claim = self.shelf.claim(key, owner=self.owner)
             own = self._promised(claim)
-            self._refill()
+            if claim.item is not None or own is not None:
+                self._refill()
         if claim.pending_elsewhere:
             # Another worker is creating one for this test: wait for it rather than make one
             # more (its create request takes a moment; its readiness is the same wait).
             claim, own = self._await_elsewhere(key, claim, options.ready_timeout)
+            self.refill()
         if claim.item is not None:
             item = claim.item
             age = max(time.time() - item.made_at, 0.0)
@@ -423,6 +427,12 @@ class WarmPool:
                 claim = self.shelf.claim(key, owner=self.owner, count=False)
                 own = self._promised(claim)
         return claim, own
+
+    def refill(self) -> None:
+        """Start sandboxes for the next tests nobody covers yet."""
+        with self._lock:
+            if not self._closed:
+                self._refill()
 
     def _refill(self) -> None:
         """Start sandboxes for the next tests nobody covers yet (holding the lock)."""

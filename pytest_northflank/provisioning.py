@@ -440,7 +440,11 @@ class Provisioner:
         sandbox = self._take_ready(handed, options, current_test) if handed is not None else None
         if sandbox is None:
             spec = self.spec_for(options, hint)
-            service = self.create(spec, shared=shared)
+            try:
+                service = self.create(spec, shared=shared)
+            finally:
+                if planned and self.pool is not None:
+                    self.pool.refill()  # after this test's own create: it goes first
             name = service.name or spec.name
             sandbox = self._handle(service.id, name, options, current_test, shared=shared)
             try:

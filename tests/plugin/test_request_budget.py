@@ -220,7 +220,8 @@ def test_the_pool_makes_ahead_hands_over_and_deletes_the_rest(
     shelf = Shelf(tmp_path / "warm-ahead.json")
     pool = WarmPool(maker, [plain] * 4, shelf, depth=2, owner="gw0:1")
     maker.pool = pool
-    assert pool.take(plain) is None  # the first test: nothing made yet; two start now
+    assert pool.take(plain) is None  # the first test: nothing made yet, it makes its own
+    pool.refill()  # (once its create is sent) two start now
     wait_for_shelf(shelf, 2)
     # The ledger knew them before their create requests returned.
     assert {e.name for e in ledger.alive()} == {item["name"] for item in shelf_items(shelf)}
@@ -246,6 +247,7 @@ def test_a_spec_gets_a_sandbox_of_its_own_kind(client: NorthflankClient, tmp_pat
     pool = WarmPool(maker, [plain, alpine, plain, alpine], shelf, depth=3, owner="gw0:1")
     maker.pool = pool
     assert pool.take(plain) is None
+    pool.refill()
     wait_for_shelf(shelf, 3)
     handed = pool.take(alpine)
     assert handed is not None
@@ -270,6 +272,7 @@ def test_a_low_quota_stops_making_ahead(client: NorthflankClient, tmp_path: Path
     )
     maker.pool = pool
     assert pool.take(plain) is None
+    pool.refill()
     maker.release_leftovers()
     assert pool.made == 0
     assert client.list_services(PROJECT) == []
@@ -283,7 +286,8 @@ def test_a_failed_create_ahead_leaves_the_test_to_make_its_own(
     plain = options_like(maker)
     pool = WarmPool(maker, [plain] * 3, Shelf(tmp_path / "warm-ahead.json"), depth=1, owner="w:1")
     maker.pool = pool
-    assert pool.take(plain) is None  # starts one ahead, whose create is refused
+    assert pool.take(plain) is None
+    pool.refill()  # starts one ahead, whose create is refused
     sandbox = maker.provision(plain, hint="own", planned=True)
     assert not sandbox.name.endswith("-ahead")  # the test made its own
     assert pool.made == 1  # and nothing more of a spec that failed ahead
@@ -303,7 +307,8 @@ def test_workers_take_each_others_sandboxes_and_the_ledger_follows(
     # Both workers collected the same four tests; the run makes what they need between them.
     first.pool = WarmPool(first, [plain] * 4, shelf, depth=3, owner="gw0:1")
     second.pool = WarmPool(second, [plain] * 4, shelf, depth=3, owner="gw1:1")
-    assert first.pool.take(plain) is None  # gw0's first test; gw0 starts the other three
+    assert first.pool.take(plain) is None  # gw0's first test, which makes its own
+    first.pool.refill()  # gw0 starts the other three
     wait_for_shelf(shelf, 3)
     sandbox = second.provision(plain, hint="test-b", planned=True)
     assert sandbox.name.startswith("nft-abc123-w0-")  # made by gw0

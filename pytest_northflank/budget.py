@@ -1,12 +1,16 @@
-"""The API's hourly request quota, shared by every process of a run.
+"""The API's hourly request quota, and requests shared by every process of a run.
 
 Northflank answers every request with ``x-ratelimit-limit``, ``x-ratelimit-remaining`` and
 ``x-ratelimit-reset`` (seconds until the window resets; 1000 requests an hour by default). Each
 process of a run (xdist workers included) writes the latest figures it saw into one small JSON
-file in the run directory, and reads the file before the requests it can put off (readiness
-polls, sandboxes made ahead). So when the quota runs low, the whole run slows down together
-before it meets 429; after a 429 (``remaining`` 0) every process waits for the reset instead of
-spending more refusals.
+file in the run directory (:class:`SharedQuota`), and reads the file before the requests it can
+put off (readiness polls, sandboxes made ahead). So when the quota runs low, the whole run slows
+down together before it meets 429; after a 429 (``remaining`` 0) every process waits for the
+reset instead of spending more refusals.
+
+Readiness polls by listing are shared the same way (:class:`SharedListing`): a process about
+to list the project's services uses another process's listing if it is newer than its own last
+poll, so workers waiting at the same time spend one request, not one each.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from pytest_northflank.client import RateLimitStatus
 
 FILE_NAME = "rate-limit.json"
+LISTING_FILE_NAME = "listing.json"
 # Below this share of the hourly limit left, requests that can wait are spread out.
 LOW_SHARE = 0.25
 # ...and below this many, whatever the limit (a quota of 100 is low from the start).
@@ -134,3 +139,50 @@ class SharedQuota:
         if figures.reset_at is not None and figures.reset_at <= self._clock():
             return False
         return figures.is_low
+
+
+# A service's deployment (status, reason), as a listing shows it.
+Status = tuple[str | None, str | None]
+
+
+class SharedListing:
+    """The newest ``list services`` answer any process of the run got, in
+    ``<run dir>/listing.json``: when it was asked for (epoch seconds), and each service's
+    deployment status."""
+
+    def __init__(self, path: Path, project_id: str) -> None:
+        self.path = path
+        self.project_id = project_id
+        self._lock = FileLock(str(path) + ".lock")
+
+    @classmethod
+    def in_run_dir(cls, run_dir: Path, project_id: str) -> SharedListing:
+        return cls(run_dir / LISTING_FILE_NAME, project_id)
+
+    def publish(self, asked_at: float, statuses: dict[str, Status]) -> None:
+        """Share a listing asked for at ``asked_at``, unless the file holds a newer one."""
+        with self._lock:
+            current = self._read()
+            if current is not None and current[0] >= asked_at:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            record = {"project": self.project_id, "at": asked_at, "statuses": statuses}
+            scratch = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            scratch.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(scratch, self.path)
+
+    def newer_than(self, moment: float) -> tuple[float, dict[str, Status]] | None:
+        """The shared listing if it was asked for after ``moment`` (epoch seconds)."""
+        with self._lock:
+            current = self._read()
+        return current if current is not None and current[0] > moment else None
+
+    def _read(self) -> tuple[float, dict[str, Status]] | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data["project"] != self.project_id:
+                return None
+            statuses = {str(k): (v[0], v[1]) for k, v in data["statuses"].items()}
+            return float(data["at"]), statuses
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None

@@ -297,16 +297,10 @@ class Shelf:
 
 def _alive(owner: str) -> bool:
     """Whether the process behind a ledger owner (``<worker>:<pid>``) still runs."""
+    from pytest_northflank.reaper import pid_alive
+
     _, _, pid = owner.rpartition(":")
-    if not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(int(pid)) if pid.isdigit() else True
 
 
 # ---------------------------------------------------------------------------------- the pool

@@ -37,7 +37,7 @@ from pytest_northflank.sandbox import Sandbox, chronological, mask, secret_value
 if TYPE_CHECKING:
     import pytest
 
-    from pytest_northflank.budget import SharedQuota
+    from pytest_northflank.budget import SharedListing, SharedQuota
     from pytest_northflank.client import NorthflankClient
     from pytest_northflank.client.models import DeploymentServiceSpec, Service
     from pytest_northflank.ledger import Ledger
@@ -183,6 +183,7 @@ class Provisioner:
         register: Callable[[Sandbox], None] | None = None,
         create_missing_tags: bool = False,
         quota: SharedQuota | None = None,
+        shared_listing: SharedListing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from pytest_northflank.readiness import ReadinessBoard
@@ -205,7 +206,9 @@ class Provisioner:
         #: The run's shared rate-limit figures: read before optional requests, fed after each.
         self.quota = quota
         #: Readiness of every sandbox this process waits for, polled for all of them at once.
-        self.board = ReadinessBoard(client, project_id, quota=quota, clock=clock)
+        self.board = ReadinessBoard(
+            client, project_id, quota=quota, shared_listing=shared_listing, clock=clock
+        )
         #: Sandboxes made ahead of the nf_sandbox tests that will take them (None: off).
         self.pool: WarmPool | None = None
         self._clock = clock
@@ -220,7 +223,7 @@ class Provisioner:
     ) -> Provisioner:
         """The provisioner of a pytest process: the run's ledger and shared rate-limit figures,
         and (with ``--nf-warm-ahead`` above 0) a warm-ahead pool for the collected tests."""
-        from pytest_northflank.budget import SharedQuota
+        from pytest_northflank.budget import SharedListing, SharedQuota
         from pytest_northflank.pool import workers_sharing_tests
 
         workers = workers_sharing_tests(state.config)
@@ -236,6 +239,12 @@ class Provisioner:
             register=state.sandboxes.append,
             create_missing_tags=settings.backend_in_use == "emulator",
             quota=SharedQuota.in_run_dir(state.run_dir, processes=workers),
+            # xdist workers waiting at the same time share their listings.
+            shared_listing=(
+                None
+                if state.is_controller
+                else SharedListing.in_run_dir(state.run_dir, settings.project_in_use)
+            ),
         )
         if settings.warm_ahead > 0 and state.sandbox_demand:
             from pytest_northflank.pool import Shelf, WarmPool, plan

@@ -6,6 +6,8 @@ for (a test, or the warm-ahead pool) and one background thread polls for all of 
 * with one service pending it asks for that service (``GET .../services/{id}``); with several,
   one ``list services`` answer carries the status of all of them, so it lists instead (as long
   as the listing fits in fewer pages than there are services to ask about);
+* a listing another process of the run made after this one's last poll answers instead of a
+  request of its own (:class:`~pytest_northflank.budget.SharedListing`);
 * each service is polled quickly at first, backing off to one poll every few seconds; once the
   process has seen how long provisioning takes, the first poll waits until about then;
 * when the run's shared rate-limit figures (:mod:`pytest_northflank.budget`) say the quota is
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING
 from pytest_northflank.errors import NorthflankError, TransportError
 
 if TYPE_CHECKING:
-    from pytest_northflank.budget import SharedQuota
+    from pytest_northflank.budget import SharedListing, SharedQuota
     from pytest_northflank.client import NorthflankClient
 
 # The first poll, and the shortest gap between two polls of a service.
@@ -96,23 +98,27 @@ class ReadinessBoard:
         project_id: str,
         *,
         quota: SharedQuota | None = None,
+        shared_listing: SharedListing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.project_id = project_id
         self.quota = quota
+        self.shared_listing = shared_listing
         self._clock = clock
         self._cond = threading.Condition()
         self._watched: dict[str, _Watched] = {}
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_poll = -math.inf
+        self._last_poll_wall = -math.inf
         self._services_listed = 0
         self._listing_failed = False
         self._samples: deque[float] = deque(maxlen=ESTIMATE_SAMPLES)
-        #: Poll requests sent (gets and listings), for tests and reports.
+        #: Poll requests sent (gets and listings), and listings of other processes used instead.
         self.gets = 0
         self.listings = 0
+        self.borrowed = 0
 
     # ------------------------------------------------------------------------------ public
 
@@ -154,11 +160,6 @@ class ReadinessBoard:
                 if watched.readiness.settled or remaining <= 0:
                     return watched.readiness
                 self._cond.wait(remaining)
-
-    def peek(self, service_id: str) -> Readiness | None:
-        with self._cond:
-            watched = self._watched.get(service_id)
-            return None if watched is None else watched.readiness
 
     def forget(self, service_id: str) -> None:
         with self._cond:
@@ -210,23 +211,32 @@ class ReadinessBoard:
                 round_ = self._next_round()
                 if round_ is None:
                     return
-            listed, by_id = round_
-            try:
-                results = self._fetch(listed, by_id)
-            except Exception as error:  # the waiters must hear of it rather than hang
-                failure = TransportError(
-                    f"polling readiness failed: {type(error).__name__}: {error}"
-                )
-                results = dict.fromkeys([*listed, *by_id], failure)
+            listed, by_id, borrowed = round_
+            seen_at = None
+            if borrowed is not None:
+                # Seen when the other process asked, not now.
+                seen_at = self._clock() - max(time.time() - borrowed[0], 0.0)
+                results = borrowed[1]
+            else:
+                try:
+                    results = self._fetch(listed, by_id)
+                except Exception as error:  # the waiters must hear of it rather than hang
+                    failure = TransportError(
+                        f"polling readiness failed: {type(error).__name__}: {error}"
+                    )
+                    results = dict.fromkeys([*listed, *by_id], failure)
             with self._cond:
-                settled = self._apply(results)
+                settled = self._apply(results, seen_at)
                 self._cond.notify_all()
             for callback, readiness in settled:
                 callback(readiness)
 
-    def _next_round(self) -> tuple[list[str], list[str]] | None:
+    def _next_round(
+        self,
+    ) -> tuple[list[str], list[str], tuple[float, dict[str, _Result]] | None] | None:
         """Wait (holding the condition) until a poll is due, then say which services to list
-        and which to ask for by id; None when nothing is pending any more."""
+        and which to ask for by id, or give the answers of another process's newer listing;
+        None when nothing is pending any more."""
         while True:
             if self._closed:
                 return None
@@ -256,11 +266,19 @@ class ReadinessBoard:
             # While the quota holds polls back, look at the shared figures again now and then:
             # another process may have seen the window reset.
             self._cond.wait(min(due - now, QUOTA_RECHECK) if spacing > 0 else due - now)
-        self._last_poll = now
+        self._last_poll, previous_wall = now, self._last_poll_wall
+        self._last_poll_wall = time.time()
+        by_id = [service_id for service_id, watched in pending if watched.ask_by_id]
+        if by_listing and not by_id and self.shared_listing is not None:
+            newer = self.shared_listing.newer_than(previous_wall)
+            if newer is not None and all(service_id in newer[1] for service_id in listable):
+                self.borrowed += 1
+                answers: dict[str, _Result] = {sid: newer[1][sid] for sid in listable}
+                return [], [], (newer[0], answers)
         if by_listing:
-            return listable, [service_id for service_id, watched in pending if watched.ask_by_id]
+            return listable, by_id, None
         most_overdue = min(pending, key=lambda item: item[1].next_due)
-        return [], [most_overdue[0]]
+        return [], [most_overdue[0]], None
 
     def _worth_listing(self, services: int) -> bool:
         """Whether one listing (as many requests as it has pages) beats asking one by one."""
@@ -271,6 +289,7 @@ class ReadinessBoard:
         """Ask the API: one listing for ``listed``, one request each for ``by_id``."""
         results: dict[str, _Result] = {}
         if listed:
+            asked_at = self._last_poll_wall  # this round's start: its own listing is not newer
             try:
                 self.listings += 1
                 listing = self.client.list_services(self.project_id)
@@ -281,6 +300,11 @@ class ReadinessBoard:
             else:
                 self._services_listed = len(listing)
                 found = {summary.id: summary for summary in listing}
+                if self.shared_listing is not None:
+                    self.shared_listing.publish(
+                        asked_at,
+                        {s.id: (s.deployment_status, s.deployment_reason) for s in listing},
+                    )
                 for service_id in listed:
                     summary = found.get(service_id)
                     results[service_id] = (
@@ -301,10 +325,11 @@ class ReadinessBoard:
         return results
 
     def _apply(
-        self, results: dict[str, _Result]
+        self, results: dict[str, _Result], seen_at: float | None = None
     ) -> list[tuple[Callable[[Readiness], None], Readiness]]:
-        """Record a poll's answers; returns the callbacks due for services that settled."""
-        now = self._clock()
+        """Record a poll's answers (as of ``seen_at``, a ``clock`` time; default: now);
+        returns the callbacks due for services that settled."""
+        now = self._clock() if seen_at is None else seen_at
         settled = []
         for service_id, result in results.items():
             watched = self._watched.get(service_id)

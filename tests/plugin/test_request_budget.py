@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_northflank.budget import FILE_NAME, SharedQuota
+from pytest_northflank.budget import FILE_NAME, SharedListing, SharedQuota
 from pytest_northflank.client import NorthflankClient, RateLimitStatus
 from pytest_northflank.errors import NotFoundError
 from pytest_northflank.ledger import Ledger
@@ -136,6 +136,49 @@ def test_a_service_deleted_meanwhile_is_reported(
     seen = board.wait(service[0], until=time.monotonic() + 60)
     board.close()
     assert isinstance(seen.error, NotFoundError)
+
+
+def test_workers_waiting_together_share_their_listings(
+    emulator_clean: EmulatorServer, client: NorthflankClient, tmp_path: Path
+) -> None:
+    emulator_clean.control.set_ready(delay=1.0)
+    maker = provisioner(client)
+    first_pair = [create(maker, f"first-{n}") for n in range(2)]
+    second_pair = [create(maker, f"second-{n}") for n in range(2)]
+    shared = SharedListing(tmp_path / "listing.json", PROJECT)
+    # Two processes' boards; the first lists before the second is due to.
+    first = ReadinessBoard(client, PROJECT, shared_listing=shared)
+    for service in first_pair:
+        watch(first, service)
+    deadline = time.monotonic() + 30
+    while first.listings == 0:
+        assert time.monotonic() < deadline, "the first board never listed"
+        time.sleep(0.01)
+    second = ReadinessBoard(client, PROJECT, shared_listing=shared)
+    for service in second_pair:
+        watch(second, service)
+    for board, pair in ((first, first_pair), (second, second_pair)):
+        for service_id, _ in pair:
+            assert board.wait(service_id, until=time.monotonic() + 60).status == "COMPLETED"
+        board.close()
+    # The second board's first poll used the first one's listing (it covered its services).
+    assert second.borrowed >= 1
+
+
+def test_a_shared_listing_missing_a_service_is_not_used(
+    emulator_clean: EmulatorServer, client: NorthflankClient, tmp_path: Path
+) -> None:
+    maker = provisioner(client)
+    pair = [create(maker, f"missing-{n}") for n in range(2)]
+    shared = SharedListing(tmp_path / "listing.json", PROJECT)
+    shared.publish(time.time(), {pair[0][0]: ("COMPLETED", "DEPLOYING")})
+    board = ReadinessBoard(client, PROJECT, shared_listing=shared)
+    for service in pair:
+        watch(board, service)
+    for service_id, _ in pair:
+        assert board.wait(service_id, until=time.monotonic() + 60).status == "COMPLETED"
+    board.close()
+    assert (board.borrowed, board.listings) == (0, 1)
 
 
 def _publish(quota: SharedQuota, remaining: int, reset: float) -> None:

@@ -95,26 +95,29 @@ async def reset(request: Request) -> Response:
     return ok({"deletedServices": len(dropped)})
 
 
+def _request_fault(body: dict[str, Any], default: tuple[int, str]) -> RequestFault:
+    """The ``count``/``status``/``message`` fault every request-fault endpoint accepts."""
+    return RequestFault(
+        remaining=_count(body),
+        status=_status(body, default[0]),
+        message=_field(body, "message", (str,), default[1]),
+    )
+
+
 async def fault_create(request: Request) -> Response:
     body = await _body(request)
     faults = context_of(request).state.faults
-    faults.create = RequestFault(
-        remaining=_count(body),
-        status=_status(body, DEFAULT_CREATE_FAULT[0]),
-        message=_field(body, "message", (str,), DEFAULT_CREATE_FAULT[1]),
-        after_create=_field(body, "afterCreate", (bool,), False),
-    )
+    fault = _request_fault(body, DEFAULT_CREATE_FAULT)
+    # checked last, as before: a body with several bad fields still names count/status/message first
+    fault.after_create = _field(body, "afterCreate", (bool,), False)
+    faults.create = fault
     return ok(faults.to_json())
 
 
 async def fault_delete(request: Request) -> Response:
     body = await _body(request)
     faults = context_of(request).state.faults
-    faults.delete = RequestFault(
-        remaining=_count(body),
-        status=_status(body, DEFAULT_DELETE_FAULT[0]),
-        message=_field(body, "message", (str,), DEFAULT_DELETE_FAULT[1]),
-    )
+    faults.delete = _request_fault(body, DEFAULT_DELETE_FAULT)
     return ok(faults.to_json())
 
 
@@ -135,11 +138,7 @@ async def fault_readiness(request: Request) -> Response:
 async def fault_requests(request: Request) -> Response:
     body = await _body(request)
     faults = context_of(request).state.faults
-    faults.requests = RequestFault(
-        remaining=_count(body),
-        status=_status(body, DEFAULT_REQUEST_FAULT[0]),
-        message=_field(body, "message", (str,), DEFAULT_REQUEST_FAULT[1]),
-    )
+    faults.requests = _request_fault(body, DEFAULT_REQUEST_FAULT)
     return ok(faults.to_json())
 
 

@@ -20,11 +20,11 @@ import os
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from pytest_northflank.client._closing import ClosesOnExit
 from pytest_northflank.client.exec import (
     ExecConnector,
     ExecOutput,
@@ -82,7 +82,7 @@ DEFAULT_BASE_URL = "https://api.northflank.com"
 logger = logging.getLogger("pytest_northflank.client")
 
 
-class NorthflankClient:
+class NorthflankClient(ClosesOnExit):
     """A client for one Northflank API base and token (optionally team-scoped).
 
     ``timeout`` bounds each REST request; ``max_retries`` is how often idempotent requests
@@ -123,17 +123,6 @@ class NorthflankClient:
     def __repr__(self) -> str:
         team = f", team_id={self.team_id!r}" if self.team_id else ""
         return f"NorthflankClient(base_url={self.base_url!r}{team})"
-
-    def __enter__(self) -> NorthflankClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the connection pool. Idempotent."""

@@ -25,12 +25,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import websockets.exceptions as ws_errors
 from websockets.sync.client import ClientConnection, connect
 
+from pytest_northflank.client._closing import ClosesOnExit
 from pytest_northflank.client.frames import (
     CompletionFrame,
     ErrorFrame,
@@ -319,7 +319,7 @@ class ExecConnector:
         return session
 
 
-class ExecSession:
+class ExecSession(ClosesOnExit):
     """A running command: iterate its output, write its stdin, resize its tty, wait for it.
 
     Use it as a context manager: leaving the block closes the connection (and, if the command
@@ -352,17 +352,6 @@ class ExecSession:
     def __repr__(self) -> str:
         state = "finished" if self._completion else ("closed" if self._closed else "running")
         return f"ExecSession(command={self.command!r}, {state})"
-
-    def __enter__(self) -> ExecSession:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ receiving
 

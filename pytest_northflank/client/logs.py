@@ -8,12 +8,12 @@ import urllib.parse
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from types import TracebackType
 from typing import Any, Literal
 
 import websockets.exceptions as ws_errors
 from websockets.sync.client import ClientConnection
 
+from pytest_northflank.client._closing import ClosesOnExit
 from pytest_northflank.client.exec import ExecConnector
 from pytest_northflank.client.frames import (
     ErrorFrame,
@@ -99,7 +99,7 @@ def fetch_logs(rest: RestTransport, path: str, query: dict[str, str]) -> list[Lo
     return lines
 
 
-class LogTail:
+class LogTail(ClosesOnExit):
     """A live log tail: iterate it for :class:`LogLine` items as they arrive.
 
     Iteration ends when the server closes the stream normally or you call :meth:`close`;
@@ -117,17 +117,6 @@ class LogTail:
 
     def __repr__(self) -> str:
         return f"LogTail({self._where!r}{', closed' if self._done else ''})"
-
-    def __enter__(self) -> LogTail:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __iter__(self) -> Iterator[LogLine]:
         return self

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pytest_northflank.errors import ExecError, TransportError
+from pytest_northflank.errors import ExecError, NorthflankError, TransportError
 
 __all__ = [
     "CompletionFrame",
@@ -177,14 +177,17 @@ def _quote(raw: str | bytes) -> str:
     return repr(text[:_QUOTE_LIMIT]) + ("..." if len(text) > _QUOTE_LIMIT else "")
 
 
-def _load_object(raw: str | bytes, what: str) -> dict[str, Any]:
+def _load_object(
+    raw: str | bytes, what: str, error: type[NorthflankError] = ExecError
+) -> dict[str, Any]:
+    """The frame as a JSON object; anything else raises ``error`` naming ``what`` sent it."""
     try:
         frame = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         # RecursionError: JSON nested thousands deep, which no real frame is.
-        raise ExecError(f"{what} sent a frame that is not JSON: {_quote(raw)}") from exc
+        raise error(f"{what} sent a frame that is not JSON: {_quote(raw)}") from exc
     if not isinstance(frame, dict):
-        raise ExecError(f"{what} sent a frame that is not a JSON object: {_quote(raw)}")
+        raise error(f"{what} sent a frame that is not a JSON object: {_quote(raw)}")
     return frame
 
 
@@ -293,12 +296,7 @@ def log_entry_from_wire(entry: dict[str, Any]) -> LogTailEntry:
 def decode_log_tail_frame(raw: str | bytes) -> LogTailFrame:
     """Decode one log-tail frame. Bad JSON or an unknown type raises TransportError (the
     stream is unusable); an ``error`` frame is returned for the caller to raise."""
-    try:
-        frame = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise TransportError(f"log tail sent a frame that is not JSON: {_quote(raw)}") from exc
-    if not isinstance(frame, dict):
-        raise TransportError(f"log tail sent a frame that is not a JSON object: {_quote(raw)}")
+    frame = _load_object(raw, "log tail", TransportError)
     kind = frame.get("type")
     data = frame.get("data")
     if kind == "init":

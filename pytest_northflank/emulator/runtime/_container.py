@@ -27,7 +27,7 @@ from pytest_northflank.emulator.runtime._exec import (
 )
 from pytest_northflank.emulator.runtime._launch import (
     launch_error,
-    launcher_argv,
+    popen_launcher,
     read_report_async,
     spec_pipe,
     terminate_launcher,
@@ -205,23 +205,12 @@ class Container:
             for fd in handed_over + kept:
                 os.close(fd)
             raise
-        argv_launcher = launcher_argv(spec_fd, report_write)
         pass_fds = tuple(fd for fd in handed_over if fd not in stdio)
 
         def start_launcher() -> subprocess.Popen[bytes]:
-            try:
-                return subprocess.Popen(
-                    argv_launcher,
-                    stdin=stdio[0],
-                    stdout=stdio[1],
-                    stderr=stdio[2],
-                    pass_fds=pass_fds,
-                    env={},
-                    start_new_session=True,
-                )
-            finally:
-                for fd in handed_over:
-                    os.close(fd)
+            return popen_launcher(
+                spec_fd, report_write, stdio=stdio, pass_fds=pass_fds, handed_over=handed_over
+            )
 
         try:
             future = self._spawner.submit(start_launcher)

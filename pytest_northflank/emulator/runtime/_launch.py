@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,31 @@ def launcher_argv(spec_fd: int, report_fd: int) -> list[str]:
         str(report_fd),
         str(os.getpid()),
     ]
+
+
+def popen_launcher(
+    spec_fd: int,
+    report_fd: int,
+    *,
+    stdio: tuple[int, int, int],
+    pass_fds: tuple[int, ...],
+    handed_over: Sequence[int],
+) -> subprocess.Popen[bytes]:
+    """Start a launcher in its own session with an empty environment, then close
+    ``handed_over``: the launcher holds its own copies, or failed to start and needs none."""
+    try:
+        return subprocess.Popen(
+            launcher_argv(spec_fd, report_fd),
+            stdin=stdio[0],
+            stdout=stdio[1],
+            stderr=stdio[2],
+            pass_fds=pass_fds,
+            env={},
+            start_new_session=True,
+        )
+    finally:
+        for fd in handed_over:
+            os.close(fd)
 
 
 def spec_pipe(spec: dict[str, Any]) -> int:

@@ -22,7 +22,7 @@ from pytest_northflank.emulator.runtime._container import (
 from pytest_northflank.emulator.runtime._launch import (
     Report,
     launch_error,
-    launcher_argv,
+    popen_launcher,
     read_report,
     spec_pipe,
     terminate_launcher,
@@ -124,19 +124,13 @@ def _launch(
         raise
 
     def start_launcher() -> subprocess.Popen[bytes]:
-        try:
-            return subprocess.Popen(
-                launcher_argv(spec_fd, report_write),
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                pass_fds=(spec_fd, report_write),
-                env={},
-                start_new_session=True,
-            )
-        finally:
-            for fd in handed_over:
-                os.close(fd)
+        return popen_launcher(
+            spec_fd,
+            report_write,
+            stdio=(subprocess.DEVNULL, stdout, stderr),
+            pass_fds=(spec_fd, report_write),
+            handed_over=handed_over,
+        )
 
     try:
         launcher = run(start_launcher)

@@ -296,6 +296,36 @@ def table(
     return lines
 
 
+def targets(
+    outcomes: list[Outcome],
+    slow: list[Outcome],
+    naive_wall: dict[str, float],
+    startups: dict[str, float],
+) -> list[str]:
+    """The issue's targets against the deepest warm-ahead row of each mode."""
+    lines = ["## Targets", ""]
+    for mode, naive in naive_wall.items():
+        rows = [o for o in outcomes if o.mode == mode and "warm-ahead" in o.policy]
+        deep = [o for o in rows if "off" not in o.policy and "default" not in o.policy]
+        if not deep:
+            continue
+        best, start = deep[-1], startups.get(mode, 0.0)
+        net = (best.wall - start) / best.bound
+        naive_net = (best.wall - start) / max(naive - start, 1e-9)
+        lines.append(
+            f"- {mode}, {best.policy}: {best.wall / best.bound:.2f}x the lower bound "
+            f"({net:.2f}x without start-up; target 1.3x); {best.wall / naive:.2f}x naive "
+            f"({naive_net:.2f}x without start-up; target 0.25x)."
+        )
+    for outcome in slow:
+        if not outcome.policy.startswith("naive"):
+            lines.append(
+                f"- {outcome.delay:g} s provisioning, {outcome.policy}: "
+                f"{outcome.requests / outcome.tests:.1f} REST requests per sandbox (target: 12)."
+            )
+    return lines
+
+
 def startup_seconds(folder: Path, workers: int) -> float:
     """Wall time of the same pytest command selecting no test (-k no-match): interpreter,
     plugins, collection and, with -n, xdist's workers. The median of three."""
@@ -403,6 +433,7 @@ def main() -> int:
             "",
             *table(slow, naive_slow, {"serial": startups.get("serial", 0.0)}),
         ]
+    report += ["", *targets(outcomes, slow, naive_wall, startups)]
     report += ["", f"Services left on the emulator after all runs: {leftovers}."]
     text = "\n".join(report) + "\n"
     print()

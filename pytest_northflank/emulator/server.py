@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import uvicorn
 
@@ -43,6 +44,16 @@ def _version() -> str:
     from pytest_northflank import __version__
 
     return __version__
+
+
+_Part = TypeVar("_Part")
+
+
+def _started(part: _Part | None) -> _Part:
+    """A part of the server that is None until it starts: the not-started error instead."""
+    if part is None:
+        raise EmulatorError("the emulator is not started")
+    return part
 
 
 class EmulatorServer:
@@ -129,22 +140,16 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         """``http://HOST:PORT`` (no trailing slash)."""
-        if self._url is None:
-            raise EmulatorError("the emulator is not started")
-        return self._url
+        return _started(self._url)
 
     @property
     def control(self) -> EmulatorControl:
         """The control plane (reset, state, faults) from Python."""
-        if self._control is None:
-            raise EmulatorError("the emulator is not started")
-        return self._control
+        return _started(self._control)
 
     @property
     def runtime(self) -> ContainerRuntime:
-        if self._runtime is None:
-            raise EmulatorError("the emulator is not started")
-        return self._runtime
+        return _started(self._runtime)
 
     @property
     def isolation(self) -> IsolationMode:

@@ -74,6 +74,19 @@ def err(status: int, message: str = "", headers: dict[str, str] | None = None, *
     )
 
 
+def quota_spent(reset_seconds: int) -> httpx.Response:
+    """A 429 for an hourly quota of 1000 with nothing left until it resets."""
+    return err(
+        429,
+        "Too many requests",
+        headers={
+            "x-ratelimit-limit": "1000",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": str(reset_seconds),
+        },
+    )
+
+
 @pytest.fixture
 def api() -> FakeApi:
     return FakeApi()
@@ -249,16 +262,7 @@ def test_delete_is_retried_and_404_means_already_gone(
 def test_429_waits_for_the_quota_reset_when_spent(
     client: NorthflankClient, api: FakeApi, sleeps: list[float]
 ) -> None:
-    limited = err(
-        429,
-        "Too many requests",
-        headers={
-            "x-ratelimit-limit": "1000",
-            "x-ratelimit-remaining": "0",
-            "x-ratelimit-reset": "7",
-        },
-    )
-    api.on("GET", GET, limited, ok(SERVICE))
+    api.on("GET", GET, quota_spent(reset_seconds=7), ok(SERVICE))
     client.get_service(P, "my-sandbox")
     assert len(sleeps) == 1
     assert 7 <= sleeps[0] <= 8
@@ -276,16 +280,7 @@ def test_429_honours_retry_after_too(
 def test_429_with_a_long_reset_raises_at_once_with_reset_after(
     client: NorthflankClient, api: FakeApi, sleeps: list[float]
 ) -> None:
-    limited = err(
-        429,
-        "Too many requests",
-        headers={
-            "x-ratelimit-limit": "1000",
-            "x-ratelimit-remaining": "0",
-            "x-ratelimit-reset": "1800",
-        },
-    )
-    api.on("GET", GET, limited)
+    api.on("GET", GET, quota_spent(reset_seconds=1800))
     with pytest.raises(RateLimitedError) as info:
         client.get_service(P, "my-sandbox")
     assert info.value.reset_after == 1800

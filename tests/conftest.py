@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+from northflank_environment import NF_VARIABLES
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
@@ -52,3 +53,10 @@ def emulator_clean(_emulator_for_resets: EmulatorServer) -> EmulatorServer:
     that one. Faults and settings changed by the test are undone by the next reset."""
     _emulator_for_resets.control.reset()
     return _emulator_for_resets
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None of pytest-northflank's variables set (pytester runs inherit the environment)."""
+    for variable in NF_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)

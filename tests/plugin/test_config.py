@@ -21,17 +21,7 @@ def test_dump(nf_settings):
 """
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in (
-        "NORTHFLANK_API_TOKEN",
-        "NF_API_TOKEN",
-        "NORTHFLANK_PROJECT_ID",
-        "NORTHFLANK_TEAM_ID",
-        "NORTHFLANK_API_BASE_URL",
-        "PYTEST_ADDOPTS",
-    ):
-        monkeypatch.delenv(variable, raising=False)
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def settings_of(pytester: pytest.Pytester, *args: str) -> dict[str, object]:

@@ -13,19 +13,6 @@ import pytest
 pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
-@pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in (
-        "NORTHFLANK_API_TOKEN",
-        "NF_API_TOKEN",
-        "NORTHFLANK_PROJECT_ID",
-        "NORTHFLANK_TEAM_ID",
-        "NORTHFLANK_API_BASE_URL",
-        "PYTEST_ADDOPTS",
-    ):
-        monkeypatch.delenv(variable, raising=False)
-
-
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
 

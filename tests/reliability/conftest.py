@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
-from reliability_helpers import NF_VARIABLES, make_sandbox, point_at
+from reliability_helpers import make_sandbox, point_at
 
 from pytest_northflank.client import NorthflankClient
 
@@ -17,10 +17,8 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(autouse=True)
-def _no_northflank_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_northflank_environment(clean_environment: None) -> None:
     """pytester runs inherit the environment: start every test from none of our variables."""
-    for variable in NF_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture

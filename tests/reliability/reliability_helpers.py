@@ -8,6 +8,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from northflank_environment import NF_VARIABLES
 
 from pytest_northflank.client import DeploymentServiceSpec, NorthflankClient
 from pytest_northflank.sandbox import Sandbox
@@ -17,15 +18,6 @@ if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
 
 PROJECT = "default-project"
-# Everything that could point a pytester run somewhere else than where the test says.
-NF_VARIABLES = (
-    "NORTHFLANK_API_TOKEN",
-    "NF_API_TOKEN",
-    "NORTHFLANK_PROJECT_ID",
-    "NORTHFLANK_TEAM_ID",
-    "NORTHFLANK_API_BASE_URL",
-    "PYTEST_ADDOPTS",
-)
 
 
 def run_pytest(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

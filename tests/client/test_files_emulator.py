@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from client_helpers import PROJECT, unique_name
+from file_trees import snapshot
 
 from pytest_northflank.client import NorthflankClient, Service
 from pytest_northflank.errors import FileTransferError
@@ -29,22 +30,6 @@ def make_tree(root: Path) -> None:
     (root / "link").symlink_to("src/data.bin")
     (root / "dangling").symlink_to("nowhere")
     os.link(root / "src" / "data.bin", root / "hard.bin")
-
-
-def snapshot(root: Path) -> dict[str, tuple[str, int, object]]:
-    result: dict[str, tuple[str, int, object]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = path.lstat()
-            rel = str(path.relative_to(root))
-            if stat.S_ISLNK(st.st_mode):
-                result[rel] = ("link", 0, os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                result[rel] = ("dir", stat.S_IMODE(st.st_mode), None)
-            else:
-                result[rel] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes())
-    return result
 
 
 def remote_dir(name: str) -> str:

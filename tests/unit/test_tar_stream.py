@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from file_trees import snapshot
 
 from pytest_northflank.client.tarstream import ChunkWriter, extract_file, extract_tree, pack
 from pytest_northflank.errors import FileTransferError
@@ -33,23 +34,6 @@ def make_tree(root: Path) -> None:
     (root / "locked").mkdir()
     (root / "locked" / "inside.txt").write_text("inside a read-only directory")
     (root / "locked").chmod(0o555)
-
-
-def snapshot(root: Path) -> dict[str, tuple[str, int, object]]:
-    """path -> (kind, permission bits, content or link target)."""
-    result: dict[str, tuple[str, int, object]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                result[rel] = ("link", 0, os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                result[rel] = ("dir", stat.S_IMODE(st.st_mode), None)
-            else:
-                result[rel] = ("file", stat.S_IMODE(st.st_mode), path.read_bytes())
-    return result
 
 
 def packed(source: Path, arcname: str, chunk: int = 192 * 1024) -> tuple[bytes, list[int]]:

@@ -7,7 +7,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +103,18 @@ class Api:
         service = self.wait_status(created["id"])
         assert service["status"]["deployment"]["status"] == "COMPLETED", service
         return service
+
+
+def eventually(
+    condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
+) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def ws_url(server: EmulatorServer, path: str) -> str:

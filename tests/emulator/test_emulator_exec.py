@@ -6,7 +6,7 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -16,6 +16,7 @@ from emulator_testing import (
     Api,
     ExecRun,
     collect,
+    eventually,
     exec_path,
     exec_socket,
     init_frame,
@@ -54,15 +55,6 @@ def processes_with(text: str) -> list[psutil.Process]:
         if alive and text in " ".join(process.info["cmdline"] or []):
             found.append(process)
     return found
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def wait_for(ws: ClientConnection, needle: str, seen: list[str]) -> None:

@@ -11,13 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
-from emulator_testing import Api, exec_socket, init_frame, run_exec, send, unique_name
+from emulator_testing import Api, eventually, exec_socket, init_frame, run_exec, send, unique_name
 
 from pytest_northflank.emulator import EmulatorServer
 from pytest_northflank.emulator.runtime import probe_namespaces
@@ -25,15 +25,6 @@ from pytest_northflank.errors import EmulatorError
 
 NAMESPACES, WHY_NOT = probe_namespaces()
 needs_namespaces = pytest.mark.skipif(not NAMESPACES, reason=f"no namespaces here: {WHY_NOT}")
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def accepts(url: str) -> bool:
@@ -172,7 +163,11 @@ def test_sandboxes_do_not_see_each_others_files_or_processes(
     with exec_socket(emulator, first) as ws:
         send(ws, init_frame(emulator.token, command=["sleep", "4242"]))
         assert json.loads(ws.recv(timeout=30))["type"] == "init"
-        assert eventually(lambda: "sleep 4242" in sh(emulator, first, "ps -eo args")[1])
+        assert eventually(
+            lambda: "sleep 4242" in sh(emulator, first, "ps -eo args")[1],
+            timeout=15.0,
+            interval=0.05,
+        )
         assert "sleep 4242" not in sh(emulator, second, "ps -eo args")[1]
         assert sh(emulator, first, "echo $$")[1] != "1\n"
         assert sh(emulator, first, "cat /proc/1/cmdline | tr '\\0' ' '")[1] == "sleep infinity "
@@ -261,7 +256,7 @@ def test_a_sigkilled_emulator_leaves_no_process_or_mount(tmp_path: Path) -> None
     finally:
         cli.process.kill()
         cli.finish()
-    assert eventually(lambda: all_dead(processes))
+    assert eventually(lambda: all_dead(processes), timeout=15.0, interval=0.05)
     assert mounts_mentioning(str(tmp_path)) == []
 
 

@@ -8,9 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 
 import psutil
 import pytest
+from emulator_testing import eventually
 
 from pytest_northflank.emulator.runtime import (
     CommandNotExecutable,
@@ -41,15 +41,6 @@ MARKER = "NF_RUNTIME_TEST_MARKER"
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def marked_processes(marker: str) -> list[psutil.Process]:
@@ -148,7 +139,7 @@ def harness(isolation: str, tmp_path: Path) -> Iterator[Harness]:
         yield Harness(runtime, marker)
     finally:
         runtime.shutdown()
-    assert wait_until(lambda: not marked_processes(marker)), marked_processes(marker)
+    assert eventually(lambda: not marked_processes(marker)), marked_processes(marker)
     assert not list((tmp_path / "state").iterdir())
 
 
@@ -298,7 +289,7 @@ def test_exec_does_not_inherit_ignored_signals(harness: Harness) -> None:
     container = harness.start(["sh", "-c", "grep SigIgn /proc/self/status; exec sleep infinity"])
     result = sh(container, "grep SigIgn /proc/self/status")
     assert result.stdout.split() == [b"SigIgn:", b"0000000000000000"]
-    assert wait_until(lambda: bool(container.log_lines()))
+    assert eventually(lambda: bool(container.log_lines()))
     assert container.log_lines()[0].text.split() == ["SigIgn:", "0000000000000000"]
 
 
@@ -394,7 +385,7 @@ def test_env_reaches_main_process_and_exec(
     container = harness.start(
         ["sh", "-c", 'echo "main FOO=$FOO"; exec sleep infinity'], env={"FOO": "from-start"}
     )
-    assert wait_until(lambda: bool(container.log_lines()))
+    assert eventually(lambda: bool(container.log_lines()))
     assert container.log_lines()[0].text == "main FOO=from-start"
 
     result = sh(container, 'echo "$FOO|$BAR|$HOME|$PATH"', env={"BAR": "extra"})
@@ -429,9 +420,9 @@ def test_logs_are_lines_with_utc_timestamps(harness: Harness) -> None:
     container = harness.start(
         ["sh", "-c", "echo one; echo two >&2; printf 'three\\r\\n'; printf tail"]
     )
-    assert wait_until(lambda: not container.is_running())
+    assert eventually(lambda: not container.is_running())
     assert container.exit_code() == 0
-    assert wait_until(lambda: len(container.log_lines()) == 4)
+    assert eventually(lambda: len(container.log_lines()) == 4)
     after = datetime.now(timezone.utc)
     lines = container.log_lines()
     texts = sorted((line.stream, line.text) for line in lines)
@@ -448,8 +439,8 @@ def test_logs_are_lines_with_utc_timestamps(harness: Harness) -> None:
 def test_log_keeps_the_newest_lines(isolation: str, tmp_path: Path) -> None:
     with ContainerRuntime(isolation, state_dir=tmp_path, max_log_lines=5) as runtime:  # type: ignore[arg-type]
         container = runtime.start(f"logs-{uuid.uuid4().hex[:8]}", ["seq", "1", "20"], {})
-        assert wait_until(lambda: not container.is_running())
-        assert wait_until(
+        assert eventually(lambda: not container.is_running())
+        assert eventually(
             lambda: container.log_lines()[-1:] != [] and container.log_lines()[-1].text == "20"
         )
         lines = container.log_lines()
@@ -516,7 +507,7 @@ def test_stop_kills_everything_and_removes_the_sandbox(harness: Harness) -> None
         return await container.exec(["sleep", "1003"])
 
     running = run(long_running())
-    assert wait_until(lambda: len(marked_processes(harness.marker)) >= 4)
+    assert eventually(lambda: len(marked_processes(harness.marker)) >= 4)
     assert container in harness.runtime.containers()
     container.stop()
     assert marked_processes(harness.marker) == []
@@ -537,7 +528,7 @@ def test_stop_kills_everything_and_removes_the_sandbox(harness: Harness) -> None
 def test_stop_gives_a_sigterm_handler_its_grace(harness: Harness) -> None:
     script = 'trap "echo got-term; exit 0" TERM; echo ready; while :; do sleep 0.05; done'
     container = harness.start(["sh", "-c", script])
-    assert wait_until(lambda: [line.text for line in container.log_lines()] == ["ready"])
+    assert eventually(lambda: [line.text for line in container.log_lines()] == ["ready"])
     container.stop(grace=30)
     assert container.exit_code() == 0
     assert [line.text for line in container.log_lines()] == ["ready", "got-term"]
@@ -596,12 +587,12 @@ def test_sigkill_of_the_owner_leaves_no_process_and_no_mount(
     try:
         assert owner.stdout is not None
         directory = Path(json.loads(owner.stdout.readline())["directory"])
-        assert wait_until(lambda: len(marked_processes(marker)) >= 4)
+        assert eventually(lambda: len(marked_processes(marker)) >= 4)
         if isolation == "namespace":
             assert mounts_mentioning(directory) != []  # inside the sandbox only
         owner.send_signal(signal.SIGKILL)
         assert owner.wait(10) == -signal.SIGKILL
-        assert wait_until(lambda: not marked_processes(marker)), marked_processes(marker)
+        assert eventually(lambda: not marked_processes(marker)), marked_processes(marker)
         assert mounts_mentioning(directory) == []
         assert str(directory) not in Path("/proc/self/mounts").read_text()
     finally:
@@ -625,7 +616,7 @@ def test_exec_into_a_stopped_container_raises(harness: Harness) -> None:
 
 def test_exec_after_the_main_process_ended_raises(harness: Harness) -> None:
     container = harness.start(["sh", "-c", "exit 3"])
-    assert wait_until(lambda: not container.is_running())
+    assert eventually(lambda: not container.is_running())
     assert container.exit_code() == 3
     with pytest.raises(EmulatorError, match="is not running"):
         run(container.exec(["true"]))
@@ -667,14 +658,14 @@ def test_kill_ends_the_exec_and_its_children(harness: Harness) -> None:
 
     async def scenario() -> int:
         process = await container.exec(["sh", "-c", "sleep 1004 & sleep 1005; echo never"])
-        assert wait_until(lambda: len(marked_processes(harness.marker)) >= 4, timeout=5)
+        assert eventually(lambda: len(marked_processes(harness.marker)) >= 4, timeout=5)
         process.kill()
         result = await collect(process)
         assert result.stdout == b""
         return result.exit_code
 
     assert run(scenario()) == 128 + signal.SIGKILL
-    assert wait_until(lambda: len(marked_processes(harness.marker)) == 1)  # the main process
+    assert eventually(lambda: len(marked_processes(harness.marker)) == 1)  # the main process
 
 
 def test_cancelled_exec_leaves_nothing_behind(harness: Harness) -> None:
@@ -697,7 +688,7 @@ def test_cancelled_exec_leaves_nothing_behind(harness: Harness) -> None:
         return cancelled
 
     assert run(scenario()) >= 2  # at least the ones cancelled before their first step
-    assert wait_until(
+    assert eventually(
         lambda: [p for p in marked_processes(harness.marker) if "1006" in p.cmdline()] == []
     )
     assert container.is_running()

@@ -540,17 +540,7 @@ class Provisioner:
 
     def attach(self, service_id: str, name: str, options: SandboxOptions) -> Sandbox:
         """A handle on a ready sandbox another process of the run made (the shared one)."""
-        sandbox = Sandbox(
-            self.client,
-            project_id=self.project_id,
-            service_id=service_id,
-            name=name,
-            options=options,
-            dashboard_url=dashboard_url(
-                self.settings, self.client.base_url, self.project_id, service_id
-            ),
-            deleter=_refuse_to_delete_shared,
-        )
+        sandbox = self._handle(service_id, name, options, shared=True)
         if self._register is not None:
             self._register(sandbox)
         return sandbox

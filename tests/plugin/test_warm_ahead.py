@@ -16,14 +16,6 @@ if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
 
 PROJECT = "default-project"
-ENVIRONMENT = (
-    "NORTHFLANK_API_TOKEN",
-    "NF_API_TOKEN",
-    "NORTHFLANK_PROJECT_ID",
-    "NORTHFLANK_TEAM_ID",
-    "NORTHFLANK_API_BASE_URL",
-    "PYTEST_ADDOPTS",
-)
 
 # Each test writes down its sandbox and the sandboxes made ahead that exist by the end of its
 # body (waiting until as many as warm-ahead should have started show up).
@@ -50,12 +42,6 @@ def record(nf_sandbox, nf_client, nf_settings, request):
         line = {"n": request.node.callspec.params["n"], "name": nf_sandbox.name, "ahead": ahead}
         out.write(json.dumps(line) + "\\n")
 """
-
-
-@pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ENVIRONMENT:
-        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import TypeVar
 
 _Closeable = TypeVar("_Closeable", bound="ClosesOnExit")
 
 
-class ClosesOnExit:
+class ClosesOnExit(ABC):
     """``with obj:`` hands back ``obj`` itself and calls ``obj.close()`` on the way out."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release what the object holds; called by ``__exit__``."""
 
     def __enter__(self: _Closeable) -> _Closeable:
         return self

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -95,7 +96,8 @@ class Api:
             service = self.get(service_id)
             if service["status"]["deployment"]["status"] in wanted:
                 return service
-            assert time.monotonic() < deadline, f"still {service['status']} after {timeout}s"
+            if time.monotonic() >= deadline:
+                pytest.fail(f"still {service['status']} after {timeout}s")
             time.sleep(0.02)
 
     def start(self, name: str, command: str | None = "sleep infinity", **extra: Any) -> Any:

@@ -34,7 +34,8 @@ def fetch(api: Api, service_id: str, **params: Any) -> list[dict[str, Any]]:
 def wait_lines(api: Api, service_id: str, count: int) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 20
     while len(lines := fetch(api, service_id, direction="forward")) < count:
-        assert time.monotonic() < deadline, lines
+        if time.monotonic() >= deadline:
+            pytest.fail(lines)
         time.sleep(0.02)
     return lines
 

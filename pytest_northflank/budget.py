@@ -16,7 +16,6 @@ poll, so workers waiting at the same time spend one request, not one each.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from filelock import FileLock
+
+from pytest_northflank.run_files import replace_json
 
 if TYPE_CHECKING:
     from pytest_northflank.client import RateLimitStatus
@@ -93,10 +94,7 @@ class SharedQuota:
             current = self._read()
             if current is not None and current.observed_at > figures.observed_at:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            scratch = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            scratch.write_text(json.dumps(asdict(figures)), encoding="utf-8")
-            os.replace(scratch, self.path)
+            replace_json(self.path, asdict(figures))
 
     def figures(self) -> QuotaFigures | None:
         """The newest figures of the run, or None while nobody has seen any."""
@@ -165,11 +163,8 @@ class SharedListing:
             current = self._read()
             if current is not None and current[0] >= asked_at:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             record = {"project": self.project_id, "at": asked_at, "statuses": statuses}
-            scratch = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            scratch.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(scratch, self.path)
+            replace_json(self.path, record)
 
     def newer_than(self, moment: float) -> tuple[float, dict[str, Status]] | None:
         """The shared listing if it was asked for after ``moment`` (epoch seconds)."""

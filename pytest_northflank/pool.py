@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from collections import Counter
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock
 
 from pytest_northflank.errors import NorthflankError, ProvisioningError
+from pytest_northflank.run_files import replace_json
 
 if TYPE_CHECKING:
     import pytest
@@ -179,10 +179,7 @@ class Shelf:
             data.setdefault("shelf", [])
             data.setdefault("open", [])
             yield data
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            scratch = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            scratch.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(scratch, self.path)
+            replace_json(self.path, data)
 
     def claim(self, key: str, *, owner: str, count: bool = True) -> Claim:
         """A planned test asks for a sandbox of spec ``key``: count it (unless this is a retry),

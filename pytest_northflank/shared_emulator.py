@@ -23,6 +23,7 @@ from filelock import FileLock
 
 from pytest_northflank.errors import EmulatorError
 from pytest_northflank.reaper import pid_alive
+from pytest_northflank.run_files import replace_json
 
 INFO_FILE = "emulator.json"
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
@@ -105,10 +106,7 @@ def find_or_start(
             )
         url, mode, reason = _wait_for_banner(log_path, process)
         info = SharedEmulator(url, token, process.pid, mode, reason)
-        info_path = run_dir / INFO_FILE
-        descriptor = os.open(info_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as stream:
-            json.dump(asdict(info), stream)
+        replace_json(run_dir / INFO_FILE, asdict(info), mode=0o600)
         _PARKED.append(process)
         return info
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
+from pytest_northflank.run_files import replace_json
+
 if TYPE_CHECKING:
     from pytest_northflank.plugin import PluginState
     from pytest_northflank.provisioning import Provisioner
@@ -37,5 +39,5 @@ def shared_sandbox(state: PluginState, provisioner: Provisioner, settings: Setti
         sandbox = provisioner.provision(
             options, hint="shared", current_test=lambda: state.current_test, shared=True
         )
-        record_path.write_text(json.dumps({"id": sandbox.id, "name": sandbox.name}))
+        replace_json(record_path, {"id": sandbox.id, "name": sandbox.name})
         return sandbox

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 from pytest_northflank.errors import NorthflankError
 from pytest_northflank.ownership import ServiceOwner, parse_description
+from pytest_northflank.plugin import DEFAULTS, token_from_environment
 
 if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient
     from pytest_northflank.client.models import ServiceSummary
 
-DEFAULT_API_URL = "https://api.northflank.com"
-TOKEN_VARIABLES = ("NORTHFLANK_API_TOKEN", "NF_API_TOKEN")
+DEFAULT_API_URL = DEFAULTS["api_url"]
 
 
 class UsageError(Exception):
@@ -34,10 +34,9 @@ class UsageError(Exception):
 
 
 def _token() -> str:
-    for variable in TOKEN_VARIABLES:
-        value = os.environ.get(variable, "").strip()
-        if value:
-            return value
+    token, _ = token_from_environment(os.environ)
+    if token is not None:
+        return token
     raise UsageError(
         "no API token: set NORTHFLANK_API_TOKEN (or NF_API_TOKEN); tokens are never read from flags"
     )

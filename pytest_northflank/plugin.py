@@ -314,9 +314,17 @@ def gather_settings(
             given[name], sources[name] = env_hit[1], env_source(env_hit[0])
         elif ini_value is not None and ini_value != []:
             given[name], sources[name] = ini_value, ini_source(spec, inipath)
-    token_source = next((var for var in TOKEN_ENV_VARS if environ.get(var, "").strip()), None)
-    token = environ[token_source].strip() if token_source is not None else None
+    token, token_source = token_from_environment(environ)
     return RawSettings(given, sources, token, token_source)
+
+
+def token_from_environment(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The API token and the variable it came from; a blank variable counts as unset."""
+    for variable in TOKEN_ENV_VARS:
+        token = environ.get(variable, "").strip()
+        if token:
+            return token, variable
+    return None, None
 
 
 def choose_backend(backend: str, has_token: bool) -> str:

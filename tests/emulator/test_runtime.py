@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from pytest_northflank.emulator.runtime import (
     ExecProcess,
     probe_namespaces,
 )
+from pytest_northflank.emulator.runtime._host_view import IMAGE_ROOT, host_view
 from pytest_northflank.errors import EmulatorError
 
 T = TypeVar("T")
@@ -470,6 +473,32 @@ def test_namespace_sandboxes_have_private_files(tmp_path: Path) -> None:
 
 
 @needs_namespaces
+def test_namespace_sandboxes_see_the_userland_but_not_the_hosts_business(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkout CI put under a kept directory (/var/lib/<ci>/workspace/repo), as cwd.
+    checkout = Path(tempfile.mkdtemp(prefix="nf-checkout-", dir="/var/lib"))
+    (checkout / "conftest.py").write_text("# the project under test\n")
+    monkeypatch.chdir(checkout)
+    try:
+        with ContainerRuntime("namespace", state_dir=tmp_path / "state") as runtime:
+            box = runtime.start(f"v-{uuid.uuid4().hex[:8]}", ["sleep", "infinity"], {})
+            assert sh(box, f"ls -A {checkout}").stdout == b""
+            top = sh(box, "ls -A /").stdout.decode().split()
+            # Every host top-level directory outside an image's layout shows up empty.
+            for entry in os.scandir("/"):
+                if entry.is_dir(follow_symlinks=False) and entry.name not in IMAGE_ROOT | {
+                    "proc", "dev", "sys"
+                }:  # fmt: skip
+                    assert sh(box, f"ls -A /{entry.name}").stdout == b"", entry.name
+                elif not entry.is_dir() and not entry.is_symlink():
+                    assert entry.name not in top
+            assert sh(box, "test -x /usr/bin/env && test -s /etc/passwd").exit_code == 0
+    finally:
+        shutil.rmtree(checkout)
+
+
+@needs_namespaces
 def test_namespace_sandboxes_see_only_their_own_processes(tmp_path: Path) -> None:
     with ContainerRuntime("namespace", state_dir=tmp_path) as runtime:
         first = runtime.start(f"ps-a-{uuid.uuid4().hex[:8]}", ["sleep", "1111"], {})
@@ -713,3 +742,35 @@ def test_bad_input_is_refused_with_a_clear_message(harness: Harness) -> None:
         run(container.exec(["echo", 1]))  # type: ignore[list-item]
     with pytest.raises(EmulatorError, match="tty rows must be"):
         run(container.exec(["true"], tty=True, rows=0))
+
+
+def test_the_host_view_keeps_an_images_layout_and_masks_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "host"
+    for name in ("usr/bin", "etc", "var/lib", "opt", "run/resolve", "builds/repo", "home/me"):
+        (root / name).mkdir(parents=True)
+    (root / "run/resolve/stub.conf").write_text("nameserver 127.0.0.53\n")
+    (root / "etc/resolv.conf").symlink_to("../run/resolve/stub.conf")
+    (root / "etc/localtime").symlink_to("../usr/zone")
+    (root / "usr/zone").write_text("UTC")
+    (root / "bin").symlink_to("usr/bin")
+    (root / "container_info.json").write_text("{}")
+    (root / "tmp").mkdir(mode=0o1777)
+    (root / "tmp").chmod(0o1777)
+    view = host_view(root=str(root))
+    masked = dict(view.masked_dirs)
+    assert {"/builds", "/home", "/run", "/tmp"} <= masked.keys()
+    assert not {"/usr", "/etc", "/var", "/opt", "/bin"} & masked.keys()
+    assert masked["/tmp"] == "1777"
+    assert view.hidden_files == ("/container_info.json",)
+    # resolv.conf points into the masked /run, so the sandbox gets a copy; localtime does not.
+    assert view.copied_links == ("/etc/resolv.conf",)
+
+
+@pytest.mark.parametrize(
+    ("path", "maskable"),
+    [("/var/lib/ci/repo", True), ("/usr/src/app", True), ("/var/tmp", True), ("/opt/ci", True),
+     ("/", False), ("/opt", False), ("/usr", False), ("/usr/lib", False), ("/etc/ssl", False)],
+)  # fmt: skip
+def test_only_non_essential_private_directories_are_masked(path: str, maskable: bool) -> None:
+    view = host_view(path)
+    assert (path in dict(view.masked_dirs)) is maskable

@@ -149,6 +149,37 @@ def test_device_and_fifo_members_are_refused(target: Path, kind: str, what: str)
     assert not (target / "node").exists()
 
 
+def sparse_archive(**pax: str) -> io.BytesIO:
+    """One member claiming 2**70 bytes: a GNU sparse header, or pax GNU.sparse records."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("hole")
+        info.pax_headers = {"size": str(2**70), **pax}
+        if not pax:
+            info.type = tarfile.GNUTYPE_SPARSE
+        tar.addfile(info)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize(
+    "pax",
+    [{}, {"GNU.sparse.map": "0,0", "GNU.sparse.realsize": str(2**70)}],
+    ids=["gnu-header", "pax-records"],
+)
+def test_sparse_members_are_refused_before_any_hole_is_written(
+    tmp_path: Path, target: Path, pax: dict[str, str]
+) -> None:
+    # Found by the fuzzer: tarfile fills a sparse member's holes with zeros without reading a
+    # byte, so a few hundred bytes of archive could write until the disk is full.
+    with pytest.raises(UnsafeArchiveError, match="'hole' is a sparse file"):
+        extract_tree(sparse_archive(**pax), target)
+    with pytest.raises(UnsafeArchiveError, match="sparse file"):
+        extract_file(sparse_archive(**pax), tmp_path / "file")
+    assert not (target / "hole").exists()
+    assert not (tmp_path / "file").exists()
+
+
 def test_nul_in_name_is_refused() -> None:
     # tarfile itself cuts names at NUL; the name check refuses them anyway.
     with pytest.raises(UnsafeArchiveError, match="NUL"):

@@ -6,8 +6,9 @@ read through) and upper/work directories on a tmpfs that exists only inside the 
 mount namespace, so writes anywhere (``/etc`` too) stay in the sandbox and vanish with it.
 Mounted fresh: ``/proc`` (the sandbox's PIDs only), a small ``/dev`` (null, zero, full,
 random, urandom, tty bound from the host; the host's ``/dev/pts``; a private ``/dev/shm``),
-a read-only ``/sys``, and empty tmpfs over ``/tmp``, ``/var/tmp``, ``/root``, ``/home``,
-``/work`` and the runtime's state directory. The root is switched with ``pivot_root``, so the
+a read-only ``/sys``, and empty tmpfs over every host directory an image would not have
+(``/tmp``, ``/var/tmp``, ``/root``, ``/home``, ``/run``, the checkout under test, the runtime's
+state directory; see ``_host_view``). The root is switched with ``pivot_root``, so the
 host's mount tree is not reachable; the hostname is the sandbox id; cwd is ``/``; the
 environment defaults are ``PATH``, ``HOME=/root`` and ``HOSTNAME``. The Python running the
 emulator is never needed inside.

@@ -158,6 +158,10 @@ def set_parent_death_signal(signum: int) -> None:
 def build_root(spec: dict[str, Any]) -> None:
     """Give this process (PID 1 of a fresh PID namespace) a private copy-on-write root."""
     sandbox_dir: str = spec["sandbox_dir"]
+    copies = {}  # read while "/" is still the host's, before anything is masked
+    for path in spec.get("copied_links", ()):
+        with contextlib.suppress(OSError), open(path, "rb") as source:
+            copies[path] = source.read()
     check(libc().unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare(mount, uts, ipc)")
     # Private propagation: nothing mounted from here on is seen by the host, and everything
     # mounted here vanishes with the namespace, even when the emulator is killed.
@@ -194,6 +198,14 @@ def build_root(spec: dict[str, Any]) -> None:
         target = root + path
         if os.path.isdir(target) and not os.path.islink(target):
             mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode}")
+    for path in spec.get("hidden_files", ()):
+        with contextlib.suppress(OSError):  # a whiteout in the upper layer; the host's stays
+            os.unlink(root + path)
+    for path, content in copies.items():
+        with contextlib.suppress(OSError):
+            os.unlink(root + path)
+            with open(root + path, "wb") as copy:
+                copy.write(content)
     pivot_root(root)
     hostname = spec["hostname"].encode()
     check(libc().sethostname(hostname, len(hostname)), "sethostname")

@@ -19,6 +19,7 @@ from pytest_northflank.emulator.runtime._container import (
     _remove_tree,
     directory_markers,
 )
+from pytest_northflank.emulator.runtime._host_view import host_view
 from pytest_northflank.emulator.runtime._launch import (
     Report,
     launch_error,
@@ -34,16 +35,6 @@ from pytest_northflank.errors import EmulatorError
 IsolationSetting = Literal["auto", "namespace", "directory"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Host directories a namespace sandbox sees as empty tmpfs instead of through the overlay: the
-# host's home and temporary directories and the usual workspace root (the project under test,
-# the emulator's state) are none of a sandbox's business. (path, tmpfs mode)
-MASKED_DIRS: tuple[tuple[str, str], ...] = (
-    ("/tmp", "1777"),
-    ("/var/tmp", "1777"),
-    ("/root", "0700"),
-    ("/home", "0755"),
-    ("/work", "0755"),
-)
 # Directories a sandbox cannot work without; they must be on the root filesystem.
 USERLAND_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib")
 START_TIMEOUT = 10.0
@@ -73,12 +64,15 @@ def _probe() -> tuple[bool, str]:
             return False, f"{path} is a separate filesystem, which an overlay of / would not show"
     directory = Path(tempfile.mkdtemp(prefix="pytest-northflank-probe-"))
     try:
+        view = host_view(str(directory))
         spec = {
             "action": "init",
             "isolation": "namespace",
             "probe": True,  # build the sandbox root, then exit instead of exec
             "sandbox_dir": str(directory),
-            "masked_dirs": MASKED_DIRS,
+            "masked_dirs": view.masked_dirs,
+            "hidden_files": view.hidden_files,
+            "copied_links": view.copied_links,
             "hostname": "probe",
             "argv": ["true"],
             "env": {"PATH": DEFAULT_PATH},
@@ -212,7 +206,7 @@ class ContainerRuntime:
                 f"state_dir {self.state_dir} contains ',', ':' or '\\', which overlayfs "
                 "mount options cannot carry"
             )
-        self._masked_dirs = [*MASKED_DIRS, (str(self.state_dir), "0755")]
+        self._host_view = host_view(str(self.state_dir))
         self._max_log_lines = max_log_lines
         self._lock = threading.Lock()
         self._closed = False
@@ -287,7 +281,9 @@ class ContainerRuntime:
             env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": hostname, **user_env}
             spec |= {
                 "sandbox_dir": str(directory),
-                "masked_dirs": self._masked_dirs,
+                "masked_dirs": self._host_view.masked_dirs,
+                "hidden_files": self._host_view.hidden_files,
+                "copied_links": self._host_view.copied_links,
                 "hostname": hostname,
             }
         else:

@@ -163,6 +163,7 @@ def start_run(state: PluginState, settings: Settings) -> None:
         base_url=settings.api_url,
         token=settings.token.get_secret_value(),
         team_id=settings.team,
+        run_dir=state.run_dir,
     )
 
 

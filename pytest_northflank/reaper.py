@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -62,11 +63,16 @@ class ReaperProcess:
         token: str,
         team_id: str | None = None,
         log_path: Path | None = None,
+        run_dir: Path | None = None,
     ) -> ReaperProcess:
+        """Start watching; ``run_dir`` (the run's files) is removed once the reaper has deleted
+        everything, as pytest itself removes it after a clean finish."""
         argv = [sys.executable, "-m", "pytest_northflank.reaper", "--ledger", str(ledger_path)]
         argv += ["--base-url", base_url]
         if team_id:
             argv += ["--team", team_id]
+        if run_dir is not None:
+            argv += ["--run-dir", str(run_dir)]
         env = dict(os.environ)
         env[TOKEN_ENV] = token
         log_path = log_path or ledger_path.with_name("reaper.log")
@@ -141,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger", type=Path, required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--team", default=None)
+    parser.add_argument("--run-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     token = os.environ.get(TOKEN_ENV, "")
     message = sys.stdin.buffer.read()  # blocks until pytest closes the pipe or dies
@@ -149,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reaper: pytest ended without cleaning up; sweeping {args.ledger}", flush=True)
     left = reap(Ledger(args.ledger), args.base_url, token, args.team)
     if left:
-        return 1
+        return 1  # the ledger and this log stay, for `pytest-northflank reap` and for a human
+    if args.run_dir is not None:
+        shutil.rmtree(args.run_dir, ignore_errors=True)
     for leftover in (args.ledger, args.ledger.with_name(args.ledger.name + ".lock")):
         leftover.unlink(missing_ok=True)
     return 0

@@ -31,10 +31,12 @@ def announce(sandbox, what):
 
 
 def _pytest(
-    emulator: RemoteEmulator, suite: Path, signals: Path, *args: str
+    emulator: RemoteEmulator, suite: Path, signals: Path, *args: str, temp_dir: Path | None = None
 ) -> subprocess.Popen[str]:
     env = emulator.env()
     env["NF_TEST_SIGNALS"] = str(signals)
+    if temp_dir is not None:
+        env["TMPDIR"] = str(temp_dir)
     return subprocess.Popen(
         [
             sys.executable,
@@ -101,13 +103,19 @@ def test_a_signal_leads_to_a_normal_teardown(
 def test_pytest_killed_with_sigkill_is_cleaned_up_by_the_reaper(
     remote_emulator: RemoteEmulator, tmp_path: Path
 ) -> None:
-    signals = tmp_path / "signals"
-    process = _pytest(remote_emulator, write_suite(tmp_path / "suite", SLEEPING_SUITE), signals)
+    signals, temp = tmp_path / "signals", tmp_path / "tmp"
+    temp.mkdir()
+    suite = write_suite(tmp_path / "suite", SLEEPING_SUITE)
+    process = _pytest(remote_emulator, suite, signals, temp_dir=temp)
     assert wait_for(lambda: _announced(signals, "started"))
     run_id = _run_id(remote_emulator)
+    run_dir = temp / "pytest-northflank" / f"run-{run_id}"
+    assert (run_dir / "ledger.jsonl").exists()
     os.kill(process.pid, signal.SIGKILL)
     _finish(process)
     assert wait_for(lambda: remote_emulator.run_services(run_id) == set(), timeout=90)
+    # Once everything is deleted the reaper removes the run's files too (ledger, its log).
+    assert wait_for(lambda: not run_dir.exists())
 
 
 CRASHING_WORKER_SUITE = (

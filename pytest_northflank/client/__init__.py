@@ -260,7 +260,10 @@ class NorthflankClient(ClosesOnExit):
 
     def restart_service(self, project_id: str, service_id: str) -> None:
         """Restart a service's instances."""
-        self._rest.request("POST", f"{self._service(project_id, service_id)}/restart")
+        # Not idempotent: a retry after an answer lost on the way could restart twice.
+        self._rest.request(
+            "POST", f"{self._service(project_id, service_id)}/restart", idempotent=False
+        )
 
     def scale_service(self, project_id: str, service_id: str, instances: int) -> None:
         """Set the number of instances."""

@@ -2,13 +2,14 @@
 ``pytest_northflank.errors`` (the only place HTTP statuses become exceptions), retries with
 backoff, rate-limit figures and pagination.
 
-Retry policy. Idempotent requests (GET, DELETE, pause, resume, scale, restart: repeating them
-leaves the same state) retry transport errors, 5xx and 429 with exponential backoff and full
-jitter. A 429 with ``x-ratelimit-remaining: 0`` waits for ``x-ratelimit-reset`` instead, unless
-that is longer than ``max_rate_limit_wait``: then ``RateLimitedError`` is raised at once with
-``reset_after``. Creates use :meth:`RestTransport.post_create`, which only retries failures
-where the server cannot have acted (connection never made, 429) and reports every other failure
-as :class:`AmbiguousFailure` so the caller can look the resource up instead of resending.
+Retry policy. Idempotent requests (GET, DELETE, pause, resume, scale: repeating them leaves the
+same state) retry transport errors, 5xx and 429 with exponential backoff and full jitter.
+Requests that must not happen twice (restart, tag create) retry only what the server cannot
+have acted on (the connection was never made, 429) and raise anything else at once. A 429 with
+``x-ratelimit-remaining: 0`` waits for ``x-ratelimit-reset`` instead, unless that is longer
+than ``max_rate_limit_wait``: then ``RateLimitedError`` is raised at once with ``reset_after``.
+Creates use :meth:`RestTransport.post_create`, which resends the same way and reports every
+other failure as :class:`AmbiguousFailure`, so the caller can look the resource up instead.
 """
 
 from __future__ import annotations
@@ -378,22 +379,25 @@ class RestTransport:
     ) -> dict[str, Any]:
         """Send a request and return the whole JSON envelope (``{"data": ..., ...}``).
 
-        ``idempotent=False`` sends exactly once (no retry of anything).
+        ``idempotent=False``: resend only when the server cannot have acted (no connection,
+        429), so the request never takes effect twice.
         """
-        attempts = self.max_retries + 1 if idempotent else 1
+        attempts = self.max_retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
             outcome = self._attempt(method, path, params, body)
             if isinstance(outcome, tuple):
-                exc, _ = outcome
-                if last:
+                exc, maybe_sent = outcome
+                if last or (maybe_sent and not idempotent):
                     raise self._transport_error(method, path, exc) from None
                 delay = self._backoff(attempt)
             elif outcome.is_success:
                 return self._body(outcome)
             else:
                 error = self._error(method, path, outcome)
-                retryable = isinstance(error, (ServerError, RateLimitedError))
+                retryable = isinstance(error, RateLimitedError) or (
+                    idempotent and isinstance(error, ServerError)
+                )
                 if last or not retryable:
                     raise error
                 delay = (

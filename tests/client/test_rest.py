@@ -234,6 +234,29 @@ def test_idempotent_get_retries_5xx_and_transport_errors(
     assert all(0 <= s <= 0.5 * 2**i for i, s in enumerate(sleeps))
 
 
+def test_restart_is_never_sent_twice_when_the_server_may_have_acted(
+    client: NorthflankClient, api: FakeApi
+) -> None:
+    restart = GET + "/restart"
+    api.on("POST", restart, err(502, "bad gateway"), ok({}))
+    with pytest.raises(ServerError, match="bad gateway"):
+        client.restart_service(P, "my-sandbox")
+    api.on("POST", restart, httpx.ReadTimeout("the answer was lost"), ok({}))
+    with pytest.raises(TransportError, match="ReadTimeout"):
+        client.restart_service(P, "my-sandbox")
+    assert api.count("POST", restart) == 2  # once each
+
+
+def test_restart_is_resent_when_the_server_cannot_have_acted(
+    client: NorthflankClient, api: FakeApi, sleeps: list[float]
+) -> None:
+    restart = GET + "/restart"
+    api.on("POST", restart, httpx.ConnectError("refused"), quota_spent(2), ok({}))
+    client.restart_service(P, "my-sandbox")
+    assert api.count("POST", restart) == 3
+    assert sleeps[-1] == pytest.approx(2, abs=1)  # waited for the quota's reset
+
+
 def test_retries_are_bounded(client: NorthflankClient, api: FakeApi) -> None:
     api.on("GET", GET, err(500, "down"))
     with pytest.raises(ServerError, match="down"):

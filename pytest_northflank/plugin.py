@@ -174,13 +174,13 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "warm_ahead",
         "--nf-warm-ahead",
         "nf_warm_ahead",
-        "Warm-ahead depth: how many sandboxes each pytest process provisions ahead of the "
-        "nf_sandbox tests that will use them (foreseen from the collected tests and their "
-        "markers; xdist workers share what they made ahead), so that they become ready while "
-        "earlier tests run. Provisioning time divided by test time (per process) waits "
-        "least; sandboxes no test took are deleted at the end. 0 turns it off. Default: 2.",
-        metavar="N",
-        default=2,
+        "Sandboxes each pytest process provisions ahead of the nf_sandbox tests that will "
+        "use them (planned from the collected tests and their markers; xdist workers share "
+        "them). auto: start at 2, then follow provisioning time / test time as measured, at "
+        "most 8 per process; N: exactly N ahead, e.g. --nf-warm-ahead 4; 0: off. Sandboxes no "
+        "test took are deleted at the end. Default: auto.",
+        metavar="auto|N",
+        default="auto",
     ),
     OptionSpec(
         "emulator_isolation",

@@ -15,6 +15,10 @@ shelf's tally of the run (tests that asked, creates in flight, sandboxes waiting
 from making more than its tests need, while each worker keeps at most ``depth`` of its own
 ahead. With ``--dist each`` or without xdist each process has a shelf of its own.
 
+How many ahead (the depth) is a :class:`FixedDepth` (``--nf-warm-ahead N``) or an
+:class:`AutoDepth` (``--nf-warm-ahead auto``, the default), which measures provisioning time and
+test time as the run goes and keeps about one provisioning time's worth of tests covered.
+
 Sandboxes made ahead are ordinary services of the run: written to the run ledger before their
 create request (by :meth:`Provisioner.create <pytest_northflank.provisioning.Provisioner.create>`)
 and deleted at the end of the session if no test took them.
@@ -24,15 +28,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import statistics
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from filelock import FileLock
 
@@ -57,6 +63,146 @@ EVERY_TEST_HERE = ("no", "each")
 # How often a test waiting for another worker's create looks at the shelf (it is a local file).
 SHELF_POLL = 0.02
 MAX_SHELF_POLL = 0.5
+
+
+# Auto depth: where it starts, its ceiling per process, and how many recent measurements of
+# each kind its medians look at.
+AUTO_START = 2
+AUTO_CAP = 8
+AUTO_SAMPLES = 8
+
+
+# --------------------------------------------------------------------------------- the depth
+
+
+class DepthPolicy(Protocol):
+    """How many sandboxes one process keeps provisioning ahead, told what the pool sees."""
+
+    mode: Literal["auto", "fixed"]
+
+    def note_provisioning(self, seconds: float) -> None:
+        """A sandbox became ready ``seconds`` after its create request was sent."""
+
+    def note_given(self) -> None:
+        """A test got its sandbox, ready, now."""
+
+    def note_asked(self) -> None:
+        """A test asks for its sandbox now."""
+
+    def depth(self, *, remaining: int, may_grow: bool) -> int:
+        """The depth to keep now; ``remaining``: planned tests still to ask after this one;
+        ``may_grow`` False while the run's request budget says to spend no optional requests."""
+
+    @property
+    def reached(self) -> int:
+        """The highest depth :meth:`depth` returned."""
+
+
+class FixedDepth:
+    """``--nf-warm-ahead N``: always ``N`` ahead."""
+
+    mode: Literal["auto", "fixed"] = "fixed"
+
+    def __init__(self, depth: int) -> None:
+        self.fixed = depth
+
+    def note_provisioning(self, seconds: float) -> None:
+        pass
+
+    def note_given(self) -> None:
+        pass
+
+    def note_asked(self) -> None:
+        pass
+
+    def depth(self, *, remaining: int, may_grow: bool) -> int:
+        return self.fixed
+
+    @property
+    def reached(self) -> int:
+        return self.fixed
+
+
+class AutoDepth:
+    """``--nf-warm-ahead auto``: as many ahead as one provisioning time needs, as measured.
+
+    A process whose tests take a sandbox every ``T`` seconds, while a sandbox takes ``P`` seconds
+    from its create request until ready, needs about ``P / T`` of them in the making for no test
+    to wait. So the depth is ``ceil(P / T)`` kept between 1 and ``cap``, where ``P`` and ``T`` are
+    the medians of the last ``samples`` measurements (one slow deploy or one long test does not
+    swing it):
+
+    * ``P``: create request sent to seen ready, for every sandbox of the process;
+    * ``T``: from a test getting its ready sandbox to the next test asking for one, that is the
+      test's own time (body, teardown, the fixtures in between) without any wait for
+      provisioning, so a pool that falls behind does not read as slow tests.
+
+    Until both have been seen it is ``start``. It is never more than the tests still to come,
+    and while the run's request budget says to slow down it may shrink but not grow. ``clock``
+    is injectable, so the policy is tested by feeding it times.
+    """
+
+    mode: Literal["auto", "fixed"] = "auto"
+
+    def __init__(
+        self,
+        *,
+        start: int = AUTO_START,
+        cap: int = AUTO_CAP,
+        samples: int = AUTO_SAMPLES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.start, self.cap = start, cap
+        self._clock = clock
+        self._provisioning: deque[float] = deque(maxlen=samples)
+        self._test_times: deque[float] = deque(maxlen=samples)
+        self._given_at: float | None = None
+        self._current = min(start, cap)
+        self._reached = 0
+        self._lock = threading.Lock()
+
+    def note_provisioning(self, seconds: float) -> None:
+        with self._lock:
+            self._provisioning.append(max(seconds, 0.0))
+
+    def note_given(self) -> None:
+        with self._lock:
+            self._given_at = self._clock()
+
+    def note_asked(self) -> None:
+        with self._lock:
+            if self._given_at is not None:
+                self._test_times.append(max(self._clock() - self._given_at, 0.0))
+            self._given_at = None
+
+    def wanted(self) -> int:
+        """``ceil(P / T)`` between 1 and the cap, or the start depth until both are known."""
+        with self._lock:
+            if not self._provisioning or not self._test_times:
+                return min(self.start, self.cap)
+            provisioning = statistics.median(self._provisioning)
+            test_time = statistics.median(self._test_times)
+        if test_time <= 0:
+            return self.cap
+        return max(1, min(math.ceil(provisioning / test_time), self.cap))
+
+    def depth(self, *, remaining: int, may_grow: bool) -> int:
+        wanted = self.wanted()
+        with self._lock:
+            self._current = wanted if may_grow else min(wanted, self._current)
+            depth = max(min(self._current, remaining), 0)
+            self._reached = max(self._reached, depth)
+            return depth
+
+    @property
+    def reached(self) -> int:
+        with self._lock:
+            return self._reached
+
+
+def depth_policy(warm_ahead: int | Literal["auto"]) -> DepthPolicy:
+    """The policy for a ``warm_ahead`` setting: ``auto`` or a fixed number."""
+    return AutoDepth() if warm_ahead == "auto" else FixedDepth(int(warm_ahead))
 
 
 # ---------------------------------------------------------------------------------- the plan
@@ -329,9 +475,12 @@ class _Making:
 class WarmPool:
     """Keeps up to ``depth`` sandboxes of the ``expected`` ones provisioning ahead of need.
 
-    The provisioner asks :meth:`take` for each sandbox an ``nf_sandbox`` test needs; the pool
-    hands over a matching one made ahead (or None: the provisioner makes it then) and starts
-    the next ones. :meth:`close` deletes this process's sandboxes no test took.
+    ``depth`` is a number or a :class:`DepthPolicy` (:class:`AutoDepth` adapts it to what the
+    pool sees). The provisioner asks :meth:`take` for each sandbox an ``nf_sandbox`` test
+    needs; the pool hands over a matching one made ahead (or None: the provisioner makes it
+    then) and starts the next ones. The provisioner tells it when a test got its sandbox
+    (:meth:`note_given`) and when one of this process's sandboxes was seen ready
+    (:meth:`note_ready`). :meth:`close` deletes this process's sandboxes no test took.
     """
 
     def __init__(
@@ -340,7 +489,7 @@ class WarmPool:
         expected: Sequence[SandboxOptions],
         shelf: Shelf,
         *,
-        depth: int,
+        depth: int | DepthPolicy,
         owner: str,
         concurrency: int = MAX_CONCURRENT_CREATES,
         allowed: Callable[[], bool] = lambda: True,
@@ -348,9 +497,10 @@ class WarmPool:
     ) -> None:
         self.provisioner = provisioner
         self.shelf = shelf
-        self.depth = depth
+        self.policy = FixedDepth(depth) if isinstance(depth, int) else depth
         self.owner = owner
-        self.concurrency = max(1, min(concurrency, depth))
+        most = self.policy.fixed if isinstance(self.policy, FixedDepth) else AUTO_CAP
+        self.concurrency = max(1, min(concurrency, most))
         # Asked before making more (False: the run's request quota is running low).
         self._allowed = allowed
         self._clock = clock
@@ -359,6 +509,11 @@ class WarmPool:
         self._making: dict[str, _Making] = {}
         # Specs whose create failed ahead: their tests make their own (and see the error).
         self._broken: set[str] = set()
+        # Planned tests of this process that asked so far.
+        self._asked = 0
+        # Services whose provisioning time the policy has heard of (the pool and a test
+        # waiting for the same sandbox may both see it ready).
+        self._timed: set[str] = set()
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
@@ -372,9 +527,11 @@ class WarmPool:
         own, and calls :meth:`refill` once its create request is sent, so that request goes
         first). Starts the next ones when it hands one over."""
         key = spec_key(options)
+        self.policy.note_asked()
         with self._lock:
             if self._closed:
                 return None
+            self._asked += 1
             claim = self.shelf.claim(key, owner=self.owner)
             own = self._promised(claim)
             if claim.item is not None or own is not None:
@@ -419,6 +576,24 @@ class WarmPool:
                 own = self._promised(claim)
         return claim, own
 
+    def note_given(self) -> None:
+        """A planned test got its sandbox, ready: its own time starts now."""
+        self.policy.note_given()
+
+    def note_ready(self, service_id: str, created_at: float) -> None:
+        """One of this process's sandboxes, created at ``created_at`` (a ``clock`` time), was
+        seen ready now."""
+        with self._lock:
+            if service_id in self._timed:
+                return
+            self._timed.add(service_id)
+        self.policy.note_provisioning(self._clock() - created_at)
+
+    @property
+    def depth_reached(self) -> int:
+        """The highest depth the policy chose so far (a fixed depth: that depth)."""
+        return self.policy.reached
+
     def refill(self) -> None:
         """Start sandboxes for the next tests nobody covers yet."""
         with self._lock:
@@ -427,12 +602,18 @@ class WarmPool:
 
     def _refill(self) -> None:
         """Start sandboxes for the next tests nobody covers yet (holding the lock)."""
-        if not self._demand or not self._allowed():
+        if not self._demand:
+            return
+        allowed = self._allowed()
+        depth = self.policy.depth(
+            remaining=max(len(self._demand) - self._asked, 0), may_grow=allowed
+        )
+        if not allowed or depth <= 0:
             return
         chosen = self.shelf.reserve(
             self._demand,
             owner=self.owner,
-            depth=self.depth,
+            depth=depth,
             skip=self._broken,
             name_for=lambda key: self.provisioner.next_name(AHEAD_HINT),
         )
@@ -457,6 +638,8 @@ class WarmPool:
             self.shelf.abandon(making.name)
             raise
         ready = service.deployment_status == "COMPLETED"
+        if ready:
+            self.note_ready(service.id, making.created_at)
         with self._lock:
             self.made += 1
             if making.promised:
@@ -475,12 +658,13 @@ class WarmPool:
                 reason=service.deployment_reason,
                 created_at=making.created_at,
                 deadline=making.created_at + making.options.ready_timeout,
-                on_settled=lambda seen: self._settled(making.name, seen),
+                on_settled=lambda seen: self._settled(making.name, making.created_at, seen),
             )
         return service
 
-    def _settled(self, name: str, seen: Readiness) -> None:
+    def _settled(self, name: str, created_at: float, seen: Readiness) -> None:
         if seen.status == "COMPLETED":
+            self.note_ready(seen.service_id, created_at)
             self.shelf.mark_ready(name)
 
     def _discard(self, service_id: str, name: str, options: SandboxOptions) -> None:

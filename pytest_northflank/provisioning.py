@@ -222,7 +222,7 @@ class Provisioner:
         cls, state: PluginState, client: NorthflankClient, settings: Settings
     ) -> Provisioner:
         """The provisioner of a pytest process: the run's ledger and shared rate-limit figures,
-        and (with ``--nf-warm-ahead`` above 0) a warm-ahead pool for the collected tests."""
+        and (unless ``--nf-warm-ahead`` is 0) a warm-ahead pool for the collected tests."""
         from pytest_northflank.budget import SharedListing, SharedQuota
         from pytest_northflank.pool import workers_sharing_tests
 
@@ -246,8 +246,8 @@ class Provisioner:
                 else SharedListing.in_run_dir(state.run_dir, settings.project_in_use)
             ),
         )
-        if settings.warm_ahead > 0 and state.sandbox_demand:
-            from pytest_northflank.pool import Shelf, WarmPool, plan
+        if settings.warm_ahead != 0 and state.sandbox_demand:
+            from pytest_northflank.pool import Shelf, WarmPool, depth_policy, plan
 
             # Workers dealt tests at run time share one shelf; otherwise each has its own.
             shelf = "warm-ahead.json" if workers > 1 else f"warm-ahead-{state.worker_id}.json"
@@ -255,7 +255,7 @@ class Provisioner:
                 provisioner,
                 plan(state.sandbox_demand, settings),
                 Shelf(state.run_dir / shelf),
-                depth=settings.warm_ahead,
+                depth=depth_policy(settings.warm_ahead),
                 owner=state.ledger_owner,
                 allowed=lambda: not provisioner.quota_is_low(),
             )
@@ -449,6 +449,7 @@ class Provisioner:
         sandbox = self._take_ready(handed, options, current_test) if handed is not None else None
         if sandbox is None:
             spec = self.spec_for(options, hint)
+            sent = self._clock()
             try:
                 service = self.create(spec, shared=shared)
             finally:
@@ -461,6 +462,8 @@ class Provisioner:
             except ProvisioningError as error:
                 self.stats.failed += 1
                 raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
+            if self.pool is not None:
+                self.pool.note_ready(service.id, sent)
         # What the test waited for its sandbox (less than the provisioning time when made ahead).
         sandbox.provisioning_seconds = self._clock() - started
         self.stats.provisioning_seconds.append(sandbox.provisioning_seconds)
@@ -469,6 +472,8 @@ class Provisioner:
                 self.alive.append(sandbox)
         if self._register is not None:
             self._register(sandbox)
+        if planned and self.pool is not None:
+            self.pool.note_given()  # the test's own time starts (auto warm-ahead measures it)
         return sandbox
 
     def _handle(
@@ -529,6 +534,8 @@ class Provisioner:
             if self.ledger is not None:
                 self.ledger.record_deleted(handed.name)
             return None
+        if not handed.ready and self.pool is not None:
+            self.pool.note_ready(handed.service_id, handed.created_at)
         return sandbox
 
     def discard(self, service_id: str, name: str, options: SandboxOptions) -> None:
@@ -576,6 +583,7 @@ class Provisioner:
                 errors.append(str(error))
             with self._lock:
                 self.stats.made_ahead += pool.made
+                self.stats.note_warm_ahead(pool.policy.mode, pool.depth_reached)
         self.board.close()
         for sandbox in list(self.alive):
             try:

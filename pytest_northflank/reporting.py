@@ -102,6 +102,10 @@ class RunStats:
     made_ahead: int = 0
     made_ahead_used: int = 0
     made_ahead_unused: int = 0
+    # Warm-ahead's mode ("auto" or "fixed", None: off or unused) and the highest depth a
+    # process used (the fixed depth, or the deepest auto reached).
+    warm_ahead_mode: str | None = None
+    warm_ahead_depth: int = 0
     api_requests: int = 0
     rate_limit_limit: int | None = None
     rate_limit_remaining: int | None = None
@@ -111,6 +115,11 @@ class RunStats:
     emulators: list[dict[str, str]] = field(default_factory=list)
     # What the run's cleanup did beyond the fixtures' teardown (crashed workers, leftovers).
     cleanup_notes: list[str] = field(default_factory=list)
+
+    def note_warm_ahead(self, mode: str | None, depth: int) -> None:
+        if mode is not None:
+            self.warm_ahead_mode = mode
+        self.warm_ahead_depth = max(self.warm_ahead_depth, depth)
 
     def note_emulator(self, url: str, isolation: str, reason: str) -> None:
         self.emulators.append({"url": url, "isolation": isolation, "reason": reason})
@@ -138,6 +147,7 @@ class RunStats:
         self.made_ahead += int(other.get("made_ahead", 0))
         self.made_ahead_used += int(other.get("made_ahead_used", 0))
         self.made_ahead_unused += int(other.get("made_ahead_unused", 0))
+        self.note_warm_ahead(other.get("warm_ahead_mode"), int(other.get("warm_ahead_depth", 0)))
         self.cleanup_notes += [str(note) for note in other.get("cleanup_notes", [])]
         self.api_requests += int(other.get("api_requests", 0))
         observed = other.get("rate_limit_observed")
@@ -257,8 +267,8 @@ def summary_lines(stats: RunStats) -> list[str]:
         )
     if stats.made_ahead:
         lines.append(
-            f"warm-ahead: {stats.made_ahead} made ahead, {stats.made_ahead_used} taken by tests, "
-            f"{stats.made_ahead_unused} deleted unused"
+            f"warm-ahead: {_warm_ahead_mode(stats)}; {stats.made_ahead} made ahead, "
+            f"{stats.made_ahead_used} taken by tests, {stats.made_ahead_unused} deleted unused"
         )
     api = f"API requests: {stats.api_requests}"
     if stats.rate_limit_remaining is not None:
@@ -271,6 +281,15 @@ def summary_lines(stats: RunStats) -> list[str]:
             api += f" (resets in {max(left, 0):.0f} s)"
     lines.append(api)
     return lines
+
+
+def _warm_ahead_mode(stats: RunStats) -> str:
+    """``auto, reached depth 5 (at most 8 per process)`` or ``depth 3``."""
+    if stats.warm_ahead_mode == "auto":
+        from pytest_northflank.pool import AUTO_CAP
+
+        return f"auto, reached depth {stats.warm_ahead_depth} (at most {AUTO_CAP} per process)"
+    return f"depth {stats.warm_ahead_depth}"
 
 
 def kept_lines(kept: list[KeptSandbox]) -> list[str]:

@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
     ValidationError,
 )
@@ -108,6 +109,24 @@ def _seconds(value: float) -> float:
     return value
 
 
+WarmAheadMode = Literal["auto"] | int
+
+
+def _warm_ahead(value: Any) -> WarmAheadMode:
+    # "auto" or a whole number of sandboxes; ini files and options give text, conftests ints.
+    number: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "auto":
+            return "auto"
+        number = int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else None
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise ValueError(f"expected auto or a whole number, got {type(value).__name__} {value!r}")
+    if number < 0:
+        raise ValueError(f"{value!r} must be at least 0 (0 turns warm-ahead off)")
+    return number
+
+
 def _one_or_many(value: Any) -> Any:
     # tags="spot-workload" reads naturally in a marker; treat it as a one-item list.
     if isinstance(value, str):
@@ -191,7 +210,8 @@ class Settings(BaseModel):
     ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
     keep: KeepMode = DEFAULTS["keep"]
     expiry: Annotated[Seconds, Field(gt=0)] | None = DEFAULTS["expiry"]
-    warm_ahead: Annotated[int, Field(ge=0)] = DEFAULTS["warm_ahead"]
+    # "auto" (adapts per process) or a fixed number of sandboxes ahead; 0 is off.
+    warm_ahead: Annotated[WarmAheadMode, PlainValidator(_warm_ahead)] = DEFAULTS["warm_ahead"]
     emulator_isolation: Isolation = DEFAULTS["emulator_isolation"]
     emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = DEFAULTS["emulator_ready_delay"]
     token: SecretStr | None = Field(default=None, repr=False)

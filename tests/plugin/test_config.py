@@ -44,6 +44,7 @@ def test_defaults_pick_the_emulator(pytester: pytest.Pytester) -> None:
     assert data["ready_timeout"] == 120.0
     assert data["keep"] == "never"
     assert data["tags"] == []
+    assert data["warm_ahead"] == "auto"
     assert data["sources"] == {}
 
 
@@ -105,6 +106,7 @@ def test_every_ini_key_reaches_the_settings(pytester: pytest.Pytester) -> None:
         nf_ready_timeout = 45
         nf_keep = always
         nf_expiry = 3600
+        nf_warm_ahead = auto
         nf_emulator_isolation = namespace
         nf_emulator_ready_delay = 2
         """
@@ -121,6 +123,7 @@ def test_every_ini_key_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "ready_timeout": 45.0,
         "keep": "always",
         "expiry": 3600.0,
+        "warm_ahead": "auto",
         "emulator_isolation": "namespace",
         "emulator_ready_delay": 2.0,
     }
@@ -128,6 +131,7 @@ def test_every_ini_key_reaches_the_settings(pytester: pytest.Pytester) -> None:
     sources = data["sources"]
     assert isinstance(sources, dict)
     assert sources["plan"] == f"ini key nf_plan in {pytester.path / 'tox.ini'}"
+    assert sources["warm_ahead"] == f"ini key nf_warm_ahead in {pytester.path / 'tox.ini'}"
 
 
 def test_tags_in_pyproject_as_a_list(pytester: pytest.Pytester) -> None:
@@ -250,6 +254,18 @@ def test_header_for_northflank_never_shows_the_token(
             "'spot_workload' is not a tag name*",
         ),
         (
+            ["--nf-warm-ahead=-2"],
+            "",
+            "ERROR: pytest-northflank: bad value for warm_ahead from option --nf-warm-ahead: "
+            "'-2' must be at least 0 (0 turns warm-ahead off)",
+        ),
+        (
+            [],
+            "nf_warm_ahead = deep",
+            "ERROR: pytest-northflank: bad value for warm_ahead from ini key nf_warm_ahead in "
+            "*tox.ini: expected auto or a whole number, got str 'deep'",
+        ),
+        (
             ["--nf-backend=northflank"],
             "",
             "ERROR: pytest-northflank: backend 'northflank' (option --nf-backend) "
@@ -315,6 +331,8 @@ def test_options_and_ini_keys_share_their_help(pytester: pytest.Pytester) -> Non
     )
     assert "nf_tags (args): Tag put on each sandbox" in text
     assert "--nf-project=ID Northflank project id" in text
+    assert "--nf-warm-ahead=auto|N Sandboxes each pytest process provisions ahead" in text
+    assert "e.g. --nf-warm-ahead 4; 0: off." in text
     assert "Environment: NORTHFLANK_PROJECT_ID." in text
 
 

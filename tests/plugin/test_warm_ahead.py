@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_northflank.client import NorthflankClient
+from pytest_northflank.pool import AUTO_CAP
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 PROJECT = "default-project"
 
 # Each test writes down its sandbox and the sandboxes made ahead that exist by the end of its
-# body (waiting until as many as warm-ahead should have started show up).
+# body (waiting until as many as warm-ahead should have started show up: EXPECT_AHEAD, or from
+# test N on the K of EXPECT_AHEAD_FROM="N:K").
 RECORDING_CONFTEST = """
 import json, os, time
 
@@ -27,14 +29,18 @@ import pytest
 @pytest.fixture
 def record(nf_sandbox, nf_client, nf_settings, request):
     yield
+    n = request.node.callspec.params["n"]
     expected = int(os.environ.get("EXPECT_AHEAD", "0"))
+    first, _, more = os.environ.get("EXPECT_AHEAD_FROM", "").partition(":")
+    if first and n >= int(first):
+        expected = int(more)
     deadline = time.monotonic() + 60
     while True:
         ahead = sorted(
             s.name for s in nf_client.list_services(nf_settings.project_in_use)
             if s.name.endswith("-ahead") and s.name != nf_sandbox.name
         )
-        wanted = min(expected, int(os.environ["TESTS"]) - 1 - request.node.callspec.params["n"])
+        wanted = min(expected, int(os.environ["TESTS"]) - 1 - n)
         if len(ahead) >= wanted or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -69,7 +75,7 @@ def counts(result: pytest.RunResult) -> dict[str, int]:
     created = re.search(r"sandboxes: (\d+) created, (\d+) deleted", text)
     assert created is not None, text
     found = {"created": int(created[1]), "deleted": int(created[2])}
-    ahead = re.search(r"warm-ahead: (\d+) made ahead, (\d+) taken by tests, (\d+) deleted", text)
+    ahead = re.search(r"warm-ahead: [^;]+; (\d+) made ahead, (\d+) taken by tests, (\d+) del", text)
     if ahead is not None:
         found |= {"made": int(ahead[1]), "taken": int(ahead[2]), "unused": int(ahead[3])}
     return found
@@ -85,7 +91,13 @@ def services(api: EmulatorServer) -> list[str]:
         return [service.name for service in client.list_services(PROJECT)]
 
 
-def suite(pytester: pytest.Pytester, tests: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def suite(
+    pytester: pytest.Pytester,
+    tests: int,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    fail_at: int | None = None,
+) -> None:
     monkeypatch.setenv("TESTS", str(tests))
     pytester.makeconftest(RECORDING_CONFTEST)
     pytester.makepyfile(
@@ -95,6 +107,7 @@ def suite(pytester: pytest.Pytester, tests: int, monkeypatch: pytest.MonkeyPatch
         @pytest.mark.parametrize("n", range({tests}))
         def test_box(nf_sandbox, record, n):
             assert nf_sandbox.run("echo hi").stdout == "hi\\n"
+            assert n != {fail_at}, "stops the run"
         """
     )
 
@@ -105,7 +118,7 @@ def test_the_next_sandboxes_are_made_while_earlier_tests_run(
 ) -> None:
     suite(pytester, 4, monkeypatch)
     monkeypatch.setenv("EXPECT_AHEAD", "2")
-    result = run(pytester, "--nf-emulator-ready-delay=1")  # default depth: 2
+    result = run(pytester, "--nf-emulator-ready-delay=1", "--nf-warm-ahead=2")
     result.assert_outcomes(passed=4)
     seen = records(pytester)
     # The first test made its own; every later one got a sandbox that already existed while
@@ -119,6 +132,37 @@ def test_the_next_sandboxes_are_made_while_earlier_tests_run(
     assert counts(result) == {
         "created": 4, "deleted": 4, "made": 3, "taken": 3, "unused": 0,
     }  # fmt: skip
+    assert "warm-ahead: depth 2; 3 made ahead" in summary(result)
+
+
+def test_auto_depth_outgrows_two_stays_under_the_cap_and_cleans_up(
+    pytester: pytest.Pytester, api: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Provisioning takes 2 s and each test a fraction of that: auto mode (the default) starts
+    # at depth 2 and, once it has seen both, keeps ceil(2 s / test time) ahead, at most 8.
+    api.control.set_ready(delay=2.0)
+    suite(pytester, 12, monkeypatch, fail_at=8)
+    monkeypatch.setenv("EXPECT_AHEAD", "2")  # the first two tests see the start depth
+    monkeypatch.setenv("EXPECT_AHEAD_FROM", "2:3")  # then more than 2 (waited for, if need be)
+    result = run(pytester, "-x")
+    result.assert_outcomes(passed=8, failed=1)
+    seen = records(pytester)
+    ahead = [len(r["ahead"]) for r in seen]
+    # Depth 2 never has more than 2 ahead besides the sandbox in use; auto had more.
+    assert max(ahead) > 2, ahead
+    assert max(ahead) <= AUTO_CAP, ahead
+    assert [r["name"].endswith("-ahead") for r in seen] == [False] + [True] * 8
+    mode = re.search(
+        r"warm-ahead: auto, reached depth (\d+) \(at most 8 per process\)", summary(result)
+    )
+    assert mode is not None, summary(result)
+    assert 2 < int(mode[1]) <= AUTO_CAP
+    # -x stopped the run after test 8: what was made ahead for 9-11 is deleted, nothing is left.
+    found = counts(result)
+    assert found["created"] == found["deleted"] == 1 + found["made"]
+    assert found["taken"] == 8
+    assert found["unused"] == found["made"] - 8 >= 1
+    assert services(api) == []
 
 
 @pytest.mark.usefixtures("clean_environment")

@@ -49,7 +49,7 @@ def test_defaults() -> None:
     )
     assert (s.ready_timeout, s.keep) == (120.0, "never")
     assert (s.emulator_isolation, s.emulator_ready_delay) == ("auto", 0.0)
-    assert s.warm_ahead == 2
+    assert s.warm_ahead == "auto"
     assert s.source_of("plan") == "the default"
     assert s.backend_reason == "no NORTHFLANK_API_TOKEN in the environment"
 
@@ -86,6 +86,9 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
         ("emulator_ready_delay", "1.5", 1.5),
         ("warm_ahead", "0", 0),
         ("warm_ahead", "8", 8),
+        ("warm_ahead", "auto", "auto"),
+        ("warm_ahead", " Auto ", "auto"),
+        ("warm_ahead", 12, 12),
     ],
 )
 def test_each_setting_from_cli_and_from_ini(field: str, raw: Any, expected: Any) -> None:
@@ -203,9 +206,24 @@ ERRORS_WITH_SOURCES = [
     ({"cli": {"backend": "cloud"}}, "backend from option --nf-backend: 'cloud' is not one of"),
     ({"ini": {"emulator_isolation": "vm"}}, "from ini key nf_emulator_isolation"),
     ({"cli": {"emulator_ready_delay": "-1"}}, "--nf-emulator-ready-delay: '-1' must be at least 0"),
-    ({"cli": {"warm_ahead": "-1"}}, "warm_ahead from option --nf-warm-ahead: '-1' must be at"),
-    ({"ini": {"warm_ahead": "lots"}}, "nf_warm_ahead in " + f"{INI}: expected a whole number"),
-    ({"cli": {"warm_ahead": "2.5"}}, "--nf-warm-ahead: expected a whole number, got str '2.5'"),
+    (
+        {"cli": {"warm_ahead": "-1"}},
+        "bad value for warm_ahead from option --nf-warm-ahead: '-1' must be at least 0 "
+        "(0 turns warm-ahead off)",
+    ),
+    (
+        {"ini": {"warm_ahead": "lots"}},
+        f"warm_ahead from ini key nf_warm_ahead in {INI}: expected auto or a whole number, "
+        "got str 'lots'",
+    ),
+    (
+        {"cli": {"warm_ahead": "2.5"}},
+        "--nf-warm-ahead: expected auto or a whole number, got str '2.5'",
+    ),
+    ({"ini": {"warm_ahead": "automatic"}}, "expected auto or a whole number, got str 'autom"),
+    ({"cli": {"warm_ahead": ""}}, "--nf-warm-ahead: expected auto or a whole number, got str ''"),
+    ({"cli": {"warm_ahead": True}}, "--nf-warm-ahead: expected auto or a whole number, got bool"),
+    ({"cli": {"warm_ahead": -3}}, "--nf-warm-ahead: -3 must be at least 0"),
     ({"cli": {"image": "ubuntu 22.04"}}, "--nf-image: 'ubuntu 22.04' is not an image reference"),
     ({"cli": {"team": "a/b"}}, "bad value for team from option --nf-team"),
 ]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+from hypothesis import settings
 from northflank_environment import NF_VARIABLES
 
 if TYPE_CHECKING:
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from pytest_northflank.emulator.runtime import IsolationSetting
 
 pytest_plugins = ["pytester"]
+
+# CI (where CI is set) explores the same examples every run, so a red build always points at a
+# change (CI=1 replays it here); elsewhere every run tries new ones.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def _start_emulator(**options: Any) -> EmulatorServer:

@@ -192,8 +192,8 @@ def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureReques
         @pytest.mark.nf_sandbox(image="python:3.12-slim", env={"MODE": "test"})
         def test_it(nf_sandbox):
             assert nf_sandbox.run('echo "$MODE"', check=True).stdout == "test\\n"
-    The next tests' sandboxes are provisioned while this one runs: --nf-warm-ahead N says how
-    many ahead (default 2; 0 turns it off).
+    The next tests' sandboxes are provisioned while this one runs: --nf-warm-ahead says how
+    many ahead (default auto: follows provisioning time / test time; N: fixed; 0: off).
     """
     from pytest_northflank.settings import validate_marker
 

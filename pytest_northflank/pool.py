@@ -605,6 +605,8 @@ class WarmPool:
         if not self._demand:
             return
         allowed = self._allowed()
+        # Tests still to ask: this process's (dealt out by xdist, the run's; either way the
+        # shelf never makes more than the run's tests need).
         depth = self.policy.depth(
             remaining=max(len(self._demand) - self._asked, 0), may_grow=allowed
         )

@@ -1,4 +1,4 @@
-"""Benchmark: a suite of function-scoped sandbox tests under three provisioning policies.
+"""Benchmark: a suite of function-scoped sandbox tests under several provisioning policies.
 
     python bench/suite.py            # 24 tests at a 2 s provisioning delay, then 6 tests at 30 s
     python bench/suite.py --quick    # the 2 s part only

@@ -65,10 +65,11 @@ SHELF_POLL = 0.02
 MAX_SHELF_POLL = 0.5
 
 
-# Auto depth: where it starts, its ceiling per process, and how many recent measurements of
-# each kind its medians look at.
-AUTO_START = 2
+# Auto depth: its ceiling per process (and where it starts: provisioning nearly always takes
+# longer than a test, so until measured the suite should wait for it once, not once per
+# batch of two), and how many recent measurements of each kind its medians look at.
 AUTO_CAP = 8
+AUTO_START = AUTO_CAP
 AUTO_SAMPLES = 8
 
 
@@ -137,7 +138,8 @@ class AutoDepth:
       test's own time (body, teardown, the fixtures in between) without any wait for
       provisioning, so a pool that falls behind does not read as slow tests.
 
-    Until both have been seen it is ``start``. It is never more than the tests still to come,
+    Until both have been seen it is ``start`` (the cap: the first tests then wait for one
+    provisioning time together, not in rounds). It is never more than the tests still to come,
     and while the run's request budget says to slow down it may shrink but not grow. ``clock``
     is injectable, so the policy is tested by feeding it times.
     """

@@ -39,14 +39,25 @@ def policy(clock: FakeClock) -> AutoDepth:
     return AutoDepth(clock=clock)
 
 
-def test_it_starts_at_two_until_both_times_are_known(policy: AutoDepth, clock: FakeClock) -> None:
-    assert AUTO_START == 2
-    assert policy.depth(remaining=100, may_grow=True) == 2
-    policy.note_provisioning(30.0)  # provisioning known, test time not yet
-    assert policy.depth(remaining=100, may_grow=True) == 2
+def test_it_starts_at_the_cap_until_both_times_are_known(
+    policy: AutoDepth, clock: FakeClock
+) -> None:
+    assert AUTO_START == AUTO_CAP
+    assert policy.depth(remaining=100, may_grow=True) == AUTO_CAP
+    policy.note_provisioning(0.5)  # provisioning known, test time not yet
+    assert policy.depth(remaining=100, may_grow=True) == AUTO_CAP
     fresh = AutoDepth(clock=clock)
-    tests_taking(fresh, clock, 0.1)  # test time known, provisioning not yet
-    assert fresh.depth(remaining=100, may_grow=True) == 2
+    tests_taking(fresh, clock, 30.0)  # test time known, provisioning not yet
+    assert fresh.depth(remaining=100, may_grow=True) == AUTO_CAP
+    assert fresh.depth(remaining=3, may_grow=True) == 3  # a short suite starts what it needs
+
+
+def test_slow_tests_bring_it_down_from_the_start(policy: AutoDepth, clock: FakeClock) -> None:
+    assert policy.depth(remaining=100, may_grow=True) == AUTO_CAP
+    policy.note_provisioning(2.0)
+    tests_taking(policy, clock, 10.0)
+    assert policy.depth(remaining=100, may_grow=True) == 1
+    assert policy.reached == AUTO_CAP
 
 
 def test_depth_is_provisioning_time_over_test_time_rounded_up(
@@ -119,8 +130,9 @@ def test_never_more_than_the_tests_still_to_come(policy: AutoDepth, clock: FakeC
 
 
 def test_a_low_request_budget_freezes_growth_but_not_shrinking(
-    policy: AutoDepth, clock: FakeClock
+    clock: FakeClock,
 ) -> None:
+    policy = AutoDepth(start=2, clock=clock)
     policy.note_provisioning(30.0)
     tests_taking(policy, clock, 0.1)  # wants 8
     assert policy.depth(remaining=100, may_grow=False) == 2  # stays at the start depth

@@ -176,8 +176,8 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "nf_warm_ahead",
         "Sandboxes each pytest process provisions ahead of the nf_sandbox tests that will "
         "use them (planned from the collected tests and their markers; xdist workers share "
-        "them). auto: start at 2, then follow provisioning time / test time as measured, at "
-        "most 8 per process; N: exactly N ahead, e.g. --nf-warm-ahead 4; 0: off. Sandboxes no "
+        "them). auto: 8 until measured, then provisioning time / test time, between 1 and 8 "
+        "per process; N: exactly N ahead, e.g. --nf-warm-ahead 4; 0: off. Sandboxes no "
         "test took are deleted at the end. Default: auto.",
         metavar="auto|N",
         default="auto",

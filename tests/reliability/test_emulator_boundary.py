@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.emulator import EmulatorServer
 from pytest_northflank.emulator.__main__ import build_parser
+from pytest_northflank.emulator.runtime._host_view import IMAGE_ROOT
 
 if TYPE_CHECKING:
     from pytest_northflank.sandbox import Sandbox
@@ -297,9 +298,11 @@ def test_the_repository_and_home_are_not_visible(namespaced: Sandbox) -> None:
     here = Path(__file__).resolve()
     assert here.exists()
     assert not namespaced.exists(str(here))
-    # The checkout's top-level directory wherever it is, the directory pytest runs in and the
-    # host's private ones are empty (or, below an emptied one, absent).
-    private = {"/" + here.parts[1], str(Path.cwd()), "/root", "/tmp", "/home"}
+    # The checkout's top-level directory (unless an image has it too, like /opt), the directory
+    # pytest runs in and the host's private ones are empty (or, below an emptied one, absent).
+    private = {str(Path.cwd()), "/root", "/tmp", "/home"}
+    if here.parts[1] not in IMAGE_ROOT:
+        private.add("/" + here.parts[1])
     for path in sorted(p for p in private if Path(p).is_dir()):
         listing = namespaced.run(["sh", "-c", '! test -e "$1" || ls -A "$1"', "sh", path])
         assert (listing.exit_code, listing.stdout) == (0, ""), path

@@ -26,13 +26,18 @@ import errno
 import fcntl
 import json
 import os
-import platform
 import select
 import signal
 import sys
 import termios
 import time
-from typing import Any, NoReturn
+import warnings  # noqa: F401  os.execvpe imports it, after the host's files may be masked
+
+# typing and platform would double the launcher's start-up, paid on every exec: annotations
+# stay unevaluated, and os.uname() tells the machine.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -222,10 +227,10 @@ def drop_capabilities() -> None:
 
 
 def pivot_root(new_root: str) -> None:
-    number = PIVOT_ROOT_SYSCALL.get(platform.machine())
+    number = PIVOT_ROOT_SYSCALL.get(os.uname().machine)
     if number is None:
         raise SetupError(
-            "pivot_root", errno.ENOSYS, f"unknown syscall number on {platform.machine()}"
+            "pivot_root", errno.ENOSYS, f"unknown syscall number on {os.uname().machine}"
         )
     os.chdir(new_root)
     # pivot_root(".", ".") stacks the old root on top of the new one; detaching it leaves

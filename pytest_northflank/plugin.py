@@ -258,6 +258,8 @@ class RawSettings:
     sources: dict[str, str]
     token: str | None = field(default=None, repr=False)
     token_source: str | None = None
+    # A token variable that is set but blank: a CI secret that is missing or misnamed.
+    blank_token_variable: str | None = None
 
     def value(self, name: str) -> Any:
         return self.given.get(name, DEFAULTS[name])
@@ -274,6 +276,18 @@ class RawSettings:
         return backend_reason(str(self.value("backend")), self.token_source, self.source_of)
 
     def usage_problem(self) -> str | None:
+        # A blank token with a project (or the Northflank backend) asked for is a CI secret gone
+        # missing: running on the local emulator instead would pass a job that tested nothing.
+        wants_northflank = self.value("backend") == "northflank" or (
+            self.value("backend") == "auto" and self.value("project") not in (None, "")
+        )
+        if self.token is None and self.blank_token_variable and wants_northflank:
+            return (
+                f"the environment variable {self.blank_token_variable} is set but empty, so "
+                "there is no API token (in CI: check that the secret exists and is passed to "
+                "this step). To run on the embedded emulator, unset it or pass "
+                "--nf-backend=emulator."
+            )
         if self.backend_in_use == "northflank" and self.token is not None:
             from pytest_northflank.checks import token_problem
 
@@ -315,7 +329,8 @@ def gather_settings(
         elif ini_value is not None and ini_value != []:
             given[name], sources[name] = ini_value, ini_source(spec, inipath)
     token, token_source = token_from_environment(environ)
-    return RawSettings(given, sources, token, token_source)
+    blank = next((name for name in TOKEN_ENV_VARS if name in environ), None) if not token else None
+    return RawSettings(given, sources, token, token_source, blank)
 
 
 def token_from_environment(environ: Mapping[str, str]) -> tuple[str | None, str | None]:

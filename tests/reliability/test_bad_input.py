@@ -373,14 +373,26 @@ def test_a_ready_timeout_from_the_ini_file_names_the_file(
     assert requests_seen(remote) == 0
 
 
-def test_a_blank_token_counts_as_none_and_a_trailing_newline_is_dropped(
+def test_a_blank_token_stops_the_run_and_a_trailing_newline_is_dropped(
     pytester: pytest.Pytester, remote: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A CI secret that is missing or misnamed arrives as an empty variable: silently running on
+    # the local emulator instead would pass a job that never touched Northflank.
     pytester.makepyfile(test_nothing="def test_plain():\n    pass\n")
     monkeypatch.setenv("NORTHFLANK_API_TOKEN", " \n")
-    blank = run_pytest(pytester)
-    blank.assert_outcomes(passed=1)
-    assert "backend=emulator (no NORTHFLANK_API_TOKEN in the environment)" in output(blank)
+    blank = run_pytest(pytester)  # the remote fixture sets NORTHFLANK_PROJECT_ID
+    assert blank.ret == pytest.ExitCode.USAGE_ERROR
+    assert (
+        "the environment variable NORTHFLANK_API_TOKEN is set but empty, so there is no API "
+        "token (in CI: check that the secret exists and is passed to this step)" in output(blank)
+    )
+    # Asking for the emulator explicitly is fine, and so is a blank token with no project.
+    on_purpose = run_pytest(pytester, "--nf-backend=emulator")
+    on_purpose.assert_outcomes(passed=1)
+    assert "backend=emulator (chosen by option --nf-backend)" in output(on_purpose)
+    monkeypatch.delenv("NORTHFLANK_PROJECT_ID")
+    run_pytest(pytester).assert_outcomes(passed=1)
+    monkeypatch.setenv("NORTHFLANK_PROJECT_ID", PROJECT)
 
     # A secret file's trailing newline must not turn into a broken Authorization header.
     monkeypatch.setenv("NORTHFLANK_API_TOKEN", remote.token + "\n")

@@ -172,7 +172,8 @@ def api_error(
     }
     summary = scrub(_format_details(details))
     if status in (400, 422):
-        full = f"{message}: {summary}" if summary else message
+        # Some servers (the emulator among them) already spell the details out in the message.
+        full = f"{message}: {summary}" if summary and summary not in message else message
         return ApiValidationError(full, **kwargs)
     if status == 401:
         return AuthenticationError(

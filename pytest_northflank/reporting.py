@@ -6,6 +6,7 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import pytest
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
 # Commands shown per sandbox in a failure section, and log lines fetched for it.
 SECTION_COMMANDS = 30
 SECTION_LOG_LINES = 20
+
+# Where dashboard links and the Northflank CLI make sense (not a standalone emulator).
+NORTHFLANK_API_HOST = "api.northflank.com"
 
 
 def header_lines(raw: RawSettings) -> list[str]:
@@ -241,7 +245,7 @@ def write_summary(terminalreporter: Any, state: PluginState) -> None:
     for note in stats.cleanup_notes:
         write(note)
     if stats.kept:
-        for line in kept_lines(stats.kept):
+        for line in kept_lines(stats.kept, state.run_id):
             write(line)
 
 
@@ -292,28 +296,28 @@ def _warm_ahead_mode(stats: RunStats) -> str:
     return f"depth {stats.warm_ahead_depth}"
 
 
-def kept_lines(kept: list[KeptSandbox]) -> list[str]:
-    lines = [f"kept {len(kept)} sandbox{'es' if len(kept) != 1 else ''}:"]
+def kept_lines(kept: list[KeptSandbox], run_id: str) -> list[str]:
+    count = f"{len(kept)} sandbox{'es' if len(kept) != 1 else ''}"
+    lines = [f"kept {count} (run {run_id}):"]
     for box in kept:
         why = f"failed: {', '.join(box.failed_tests)}" if box.failed_tests else "kept as asked"
-        lines.append(f"  {box.name} (service {box.service_id}, project {box.project_id}; {why})")
-        lines.append(f"    dashboard: {box.dashboard_url}")
-        if box.backend == "northflank":
-            project_path = f"/v1/projects/{box.project_id}/services/{box.service_id}"
-            if box.team:
-                project_path = f"/v1/teams/{box.team}" + project_path.removeprefix("/v1")
+        service = "" if box.service_id == box.name else f"service {box.service_id}, "
+        lines.append(f"  {box.name} ({service}project {box.project_id}; {why})")
+        if box.backend != "northflank":
+            continue
+        if urlsplit(box.api_url).hostname == NORTHFLANK_API_HOST:
+            lines.append(f"    dashboard: {box.dashboard_url}")
             lines.append(
                 f"    shell:  northflank exec service --project {box.project_id} "
-                f"--service {box.service_id}"
+                f"--service {box.service_id}   (the Northflank CLI)"
             )
+        else:
+            path = f"/projects/{box.project_id}/services/{box.service_id}"
             lines.append(
-                f"    delete: northflank delete service --project {box.project_id} "
-                f"--service {box.service_id}"
+                f"    api:    {box.api_url}/v1{f'/teams/{box.team}' if box.team else ''}{path}"
             )
-            lines.append(
-                '        or: curl -X DELETE -H "Authorization: Bearer $NORTHFLANK_API_TOKEN" '
-                f"{box.api_url}{project_path}"
-            )
+    if any(box.backend == "northflank" for box in kept):
+        lines.append(f"  delete them: pytest-northflank reap --run {run_id} --yes")
     if any(box.backend == "emulator" for box in kept):
         lines.append(
             "  The embedded emulator stops with pytest, and its sandboxes with it. To keep one "

@@ -4,7 +4,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -243,22 +246,31 @@ def test_keep_on_failure_says_how_to_reach_and_delete(
     assert len(kept) == 1
     name = kept[0]
     assert re.fullmatch(r"nft-[a-z0-9]{6}-m-\d+-test-fails", name)
+    run_id = name.split("-")[1]
     result.stdout.fnmatch_lines(
         [
             "sandboxes: 2 created, 1 deleted, 1 kept",
-            "kept 1 sandbox:",
-            f"  {name} (service {name}, project {PROJECT}; failed: test_keep.py::test_fails)",
-            f"    dashboard: https://app.northflank.com/t/personal/project/{PROJECT}/services/{name}",
-            f"    shell:  northflank exec service --project {PROJECT} --service {name}",
-            f"    delete: northflank delete service --project {PROJECT} --service {name}",
-            '        or: curl -X DELETE -H "Authorization: Bearer $NORTHFLANK_API_TOKEN" '
-            f"{api.url}/v1/projects/{PROJECT}/services/{name}",
+            f"kept 1 sandbox (run {run_id}):",
+            f"  {name} (project {PROJECT}; failed: test_keep.py::test_fails)",
+            # A standalone emulator is no dashboard: the service's API address instead.
+            f"    api:    {api.url}/v1/projects/{PROJECT}/services/{name}",
+            f"  delete them: pytest-northflank reap --run {run_id} --yes",
         ]
     )
+    assert "app.northflank.com" not in result.stdout.str().partition("-- northflank --")[2]
     # The kept sandbox is alive and usable after pytest has exited.
     with NorthflankClient(api.token, base_url=api.url) as client:
         assert client.run(PROJECT, name, "echo still here").stdout == b"still here\n"
-        assert client.delete_service(PROJECT, name)
+    # And the printed command deletes it.
+    reap = subprocess.run(
+        [sys.executable, "-m", "pytest_northflank.cli", "reap", "--run", run_id, "--yes"],
+        env=os.environ | {"NORTHFLANK_API_BASE_URL": api.url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    assert services(api) == []
 
 
 def test_a_delete_that_fails_is_reported(pytester: pytest.Pytester, api: EmulatorServer) -> None:

@@ -265,9 +265,10 @@ def summary_lines(stats: RunStats) -> list[str]:
     if stats.provisioning_seconds:
         import statistics
 
+        waits = stats.provisioning_seconds
         lines.append(
-            f"provisioning time: median {statistics.median(stats.provisioning_seconds):.2f} s, "
-            f"max {max(stats.provisioning_seconds):.2f} s"
+            f"tests waited for sandboxes: median {statistics.median(waits):.2f} s, "
+            f"max {max(waits):.2f} s"
         )
     if stats.made_ahead:
         lines.append(

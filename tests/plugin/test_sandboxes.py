@@ -81,7 +81,7 @@ def test_a_sandbox_runs_commands_and_moves_files(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=4)
     text = summary(result)
     assert "sandboxes: 4 created, 4 deleted, 0 kept" in text
-    assert re.search(r"provisioning time: median \d+\.\d\d s, max \d+\.\d\d s", text)
+    assert re.search(r"tests waited for sandboxes: median \d+\.\d\d s, max \d+\.\d\d s", text)
     assert re.search(r"API requests: \d+", text)
     assert re.search(r"embedded emulator at http://127\.0\.0\.1:\d+, isolation \w+", text)
 
@@ -372,7 +372,7 @@ def test_keep_modes(
     text = summary(result)
     assert f"sandboxes: {counts}" in text
     if failed_kept:
-        assert re.search(r"kept \d sandbox(es)?:", text)
+        assert re.search(r"kept \d sandbox(es)? \(run [a-z0-9]+\):", text)
         assert "failed: test_keep.py::test_1_fails" in text
         assert "The embedded emulator stops with pytest" in text
     else:

@@ -774,3 +774,30 @@ def test_the_host_view_keeps_an_images_layout_and_masks_the_rest(tmp_path: Path)
 def test_only_non_essential_private_directories_are_masked(path: str, maskable: bool) -> None:
     view = host_view(path)
     assert (path in dict(view.masked_dirs)) is maskable
+
+
+@needs_namespaces
+def test_a_slow_probe_is_asked_again_patiently_not_taken_for_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pytest_northflank.emulator.runtime import _runtime
+    from pytest_northflank.emulator.runtime._errors import LauncherSilent
+
+    real_launch, timeouts = _runtime._launch, []
+
+    def first_one_silent(*args: Any, timeout: float, **kwargs: Any) -> Any:
+        timeouts.append(timeout)
+        if len(timeouts) == 1:
+            raise LauncherSilent("the sandbox launcher did not report within 10 s")
+        return real_launch(*args, timeout=timeout, **kwargs)
+
+    monkeypatch.setattr(_runtime, "_launch", first_one_silent)
+    works, why = _runtime._probe()
+    assert works, why
+    assert timeouts == [_runtime.START_TIMEOUT, _runtime.PATIENT_PROBE_TIMEOUT]
+    # Silent twice: then it says so, instead of hanging on.
+    timeouts.clear()
+    monkeypatch.setattr(
+        _runtime, "_launch", lambda *a, **k: (_ for _ in ()).throw(LauncherSilent("quiet"))
+    )
+    assert _runtime._probe() == (False, "could not run the probe: quiet")

@@ -34,3 +34,7 @@ class CommandNotFound(CommandNotRunnable, FileNotFoundError):
 
 class CommandNotExecutable(CommandNotRunnable, PermissionError):
     """``argv[0]`` exists but cannot be executed (permissions, a directory, bad format); 126."""
+
+
+class LauncherSilent(EmulatorError):
+    """A sandbox launcher said nothing within its time: a loaded machine, not a refusal."""

@@ -16,7 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_northflank.emulator.runtime._errors import CommandNotExecutable, CommandNotFound
+from pytest_northflank.emulator.runtime._errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    LauncherSilent,
+)
 from pytest_northflank.errors import EmulatorError
 
 LAUNCHER = Path(__file__).with_name("_launcher.py")
@@ -101,7 +105,7 @@ def read_report(fd: int, timeout: float) -> Report | None:
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise EmulatorError(f"the sandbox launcher did not report within {timeout:g} s")
+            raise LauncherSilent(f"the sandbox launcher did not report within {timeout:g} s")
         if not poller.poll(remaining * 1000):
             continue
         chunk = os.read(fd, 65536)

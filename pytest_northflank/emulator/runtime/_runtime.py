@@ -19,6 +19,7 @@ from pytest_northflank.emulator.runtime._container import (
     _remove_tree,
     directory_markers,
 )
+from pytest_northflank.emulator.runtime._errors import LauncherSilent
 from pytest_northflank.emulator.runtime._host_view import host_view
 from pytest_northflank.emulator.runtime._launch import (
     Report,
@@ -38,6 +39,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Directories a sandbox cannot work without; they must be on the root filesystem.
 USERLAND_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib")
 START_TIMEOUT = 10.0
+PATIENT_PROBE_TIMEOUT = 60.0
 
 _probe_lock = threading.Lock()
 _probe_result: tuple[bool, str] | None = None
@@ -62,28 +64,37 @@ def _probe() -> tuple[bool, str]:
         # An overlay of "/" does not include other filesystems mounted below it.
         if os.path.isdir(path) and os.stat(path).st_dev != root_device:
             return False, f"{path} is a separate filesystem, which an overlay of / would not show"
-    directory = Path(tempfile.mkdtemp(prefix="pytest-northflank-probe-"))
-    try:
-        view = host_view(str(directory))
-        spec = {
-            "action": "init",
-            "isolation": "namespace",
-            "probe": True,  # build the sandbox root, then exit instead of exec
-            "sandbox_dir": str(directory),
-            "masked_dirs": view.masked_dirs,
-            "hidden_files": view.hidden_files,
-            "copied_links": view.copied_links,
-            "hostname": "probe",
-            "argv": ["true"],
-            "env": {"PATH": DEFAULT_PATH},
-            "workdir": "/",
-        }
-        launcher, report = _launch(spec, lambda job: job(), stdout=subprocess.DEVNULL)
-        status = terminate_launcher(launcher)
-    except (OSError, EmulatorError) as exc:
-        return False, f"could not run the probe: {exc}"
-    finally:
-        _remove_tree(directory)
+    # A machine busy enough to keep the launcher silent for START_TIMEOUT is no reason to fall
+    # back to the much weaker directory isolation for the whole run: ask once more, patiently.
+    for timeout in (START_TIMEOUT, PATIENT_PROBE_TIMEOUT):
+        directory = Path(tempfile.mkdtemp(prefix="pytest-northflank-probe-"))
+        try:
+            view = host_view(str(directory))
+            spec = {
+                "action": "init",
+                "isolation": "namespace",
+                "probe": True,  # build the sandbox root, then exit instead of exec
+                "sandbox_dir": str(directory),
+                "masked_dirs": view.masked_dirs,
+                "hidden_files": view.hidden_files,
+                "copied_links": view.copied_links,
+                "hostname": "probe",
+                "argv": ["true"],
+                "env": {"PATH": DEFAULT_PATH},
+                "workdir": "/",
+            }
+            launcher, report = _launch(
+                spec, lambda job: job(), stdout=subprocess.DEVNULL, timeout=timeout
+            )
+            status = terminate_launcher(launcher)
+            break
+        except LauncherSilent as exc:
+            if timeout == PATIENT_PROBE_TIMEOUT:
+                return False, f"could not run the probe: {exc}"
+        except (OSError, EmulatorError) as exc:
+            return False, f"could not run the probe: {exc}"
+        finally:
+            _remove_tree(directory)
     if report is None:
         return False, f"the probe launcher exited with status {status}"
     if "error" in report:

@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Every option after the word belongs to the emulator's own parser.
         from pytest_northflank.emulator.__main__ import main as emulator_main
 
-        return emulator_main(arguments[1:])
+        return emulator_main(arguments[1:], prog="pytest-northflank emulator")
     parser = build_parser()
     args = parser.parse_args(arguments)
     try:

@@ -41,9 +41,9 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m pytest_northflank.emulator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pytest_northflank.emulator",
+        prog=prog,
         description="Serve a local Northflank API emulator until interrupted.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
@@ -104,8 +104,9 @@ def _watch_process(pid: int, stop_requested: threading.Event) -> None:
     threading.Thread(target=watch, name="emulator-exit-with-pid", daemon=True).start()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Serve until interrupted; ``prog`` is how help and errors name the command."""
+    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
     from pytest_northflank.emulator.server import EmulatorServer
 
     token = args.token or os.environ.get(TOKEN_ENV) or None

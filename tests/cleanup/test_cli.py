@@ -119,3 +119,11 @@ def test_the_console_script_serves_the_emulator() -> None:
     process.terminate()
     assert process.wait(30) == 0
     process.stdout.close()
+
+
+def test_the_emulator_subcommand_names_itself_in_help_and_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["emulator", "--port", "not-a-port"])
+    assert capsys.readouterr().err.startswith("usage: pytest-northflank emulator ")

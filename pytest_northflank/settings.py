@@ -24,6 +24,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     SecretStr,
     ValidationError,
 )
@@ -218,6 +219,12 @@ class Settings(BaseModel):
     # The environment variable the token came from (never the token itself).
     token_source: str | None = None
     sources: dict[str, str] = Field(default_factory=dict, repr=False)
+    # The values as first validated: a copy changed in the nf_settings fixture (model_copy
+    # keeps this) can then say its values came from there, not from their first source.
+    _first_values: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._first_values = dict(self.__dict__)
 
     @property
     def backend_in_use(self) -> Literal["northflank", "emulator"]:
@@ -238,6 +245,8 @@ class Settings(BaseModel):
         raise ConfigError(missing_project_message())
 
     def source_of(self, name: str) -> str:
+        if name in self._first_values and getattr(self, name) != self._first_values[name]:
+            return "the nf_settings fixture"
         return self.sources.get(name, "the default")
 
     def sandbox_options(self) -> SandboxOptions:

@@ -12,6 +12,7 @@ from pytest_northflank.plugin import OPTIONS
 from pytest_northflank.settings import (
     SANDBOX_KEYWORDS,
     SandboxOptions,
+    Settings,
     apply_overrides,
     overrides_from,
     resolve,
@@ -318,3 +319,13 @@ def test_factory_keywords_name_their_source() -> None:
         ConfigError, match=r"^nf_sandbox_factory\(\.\.\.\) in fixture 'web': keep='x'"
     ):
         overrides_from({"keep": "x"}, "nf_sandbox_factory(...) in fixture 'web'")
+
+
+def test_a_value_changed_in_the_nf_settings_fixture_says_so() -> None:
+    first = Settings.model_validate(
+        {"plan": "nf-compute-50", "sources": {"plan": "option --nf-plan"}}
+    )
+    changed = first.model_copy(update={"plan": "nf-compute-200"})  # the README's override recipe
+    assert changed.source_of("plan") == "the nf_settings fixture"
+    assert changed.source_of("image") == "the default"
+    assert first.source_of("plan") == "option --nf-plan"

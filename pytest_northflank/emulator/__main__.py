@@ -21,6 +21,10 @@ from pytest_northflank.errors import EmulatorError
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
 
 
+# The spot tag a spot-only account has (the README's recipes use it).
+SPOT_TAG = "spot-workload"
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -74,7 +78,8 @@ def build_parser(prog: str = "python -m pytest_northflank.emulator") -> argparse
     parser.add_argument(
         "--spot-only",
         action="store_true",
-        help="reject services without a tag whose useSpotNodes is true",
+        help="reject services without a tag whose useSpotNodes is true, as a spot-only cluster "
+        "does; a tag spot-workload with useSpotNodes is created, as such an account has one",
     )
     parser.add_argument(
         "--rate-limit", type=int, metavar="PER_HOUR", help="hourly request quota (none)"
@@ -135,6 +140,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     if args.exit_with_pid is not None:
         _watch_process(args.exit_with_pid, stop_requested)
     try:
+        if args.spot_only:
+            from pytest_northflank.client import NorthflankClient
+
+            with NorthflankClient(server.token, base_url=server.url) as client:
+                client.create_tag(SPOT_TAG, use_spot_nodes=True)
         print(f"Northflank emulator listening on {server.url}", flush=True)
         print(f"isolation: {server.isolation} ({server.isolation_reason})", flush=True)
         if token is None:

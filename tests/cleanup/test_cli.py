@@ -127,3 +127,23 @@ def test_the_emulator_subcommand_names_itself_in_help_and_errors(
     with pytest.raises(SystemExit):
         main(["emulator", "--port", "not-a-port"])
     assert capsys.readouterr().err.startswith("usage: pytest-northflank emulator ")
+
+
+def test_a_spot_only_emulator_has_the_spot_tag_the_readme_uses() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest_northflank.emulator", "--spot-only", "--token", "t0ken"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().strip().rpartition(" ")[2]
+    try:
+        with NorthflankClient("t0ken", base_url=url) as client:
+            tags = client.list_tags()
+            assert [(tag.name, tag.use_spot_nodes) for tag in tags] == [("spot-workload", True)]
+            spec = DeploymentServiceSpec(name="on-spot", tags=["spot-workload"])
+            assert client.create_deployment_service("default-project", spec).id == "on-spot"
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+        process.stdout.close()

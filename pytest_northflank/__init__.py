@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_northflank.errors import (
     ApiError,
     ApiValidationError,
+    ArgumentError,
     AuthenticationError,
     CommandFailed,
     CommandTimeout,
@@ -39,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ApiError",
     "ApiValidationError",
+    "ArgumentError",
     "AuthenticationError",
     "CommandFailed",
     "CommandResult",

@@ -4,6 +4,7 @@
 
     NorthflankError
     ├── ConfigError                  a setting, marker or option has a bad value (names its source)
+    │   └── ArgumentError            a method got a bad argument (``lines=0``); also a ValueError
     ├── ApiError                     the API answered with an error status
     │   ├── AuthenticationError      401: token missing or wrong
     │   ├── PermissionDeniedError    403: the token lacks a permission
@@ -14,7 +15,8 @@
     │   └── ServerError              5xx
     ├── TransportError               the API could not be reached, or the connection broke
     ├── ExecError                    the exec WebSocket failed (error frame, no completion frame)
-    │   └── CommandTimeout           a command outlived its timeout (and was stopped)
+    │   └── CommandTimeout           a command outlived its timeout (and was stopped); ``result``
+    │                                holds the output it wrote until then
     ├── CommandFailed                ``CommandResult.check()`` on a non-zero exit code
     ├── FileTransferError            upload/download failed (missing path, no tar, ...)
     │   └── UnsafeArchiveError       an archive tried to write outside its target
@@ -33,6 +35,7 @@ from typing import Any
 __all__ = [
     "ApiError",
     "ApiValidationError",
+    "ArgumentError",
     "AuthenticationError",
     "CommandFailed",
     "CommandTimeout",
@@ -60,6 +63,12 @@ class NorthflankError(Exception):
 
 class ConfigError(NorthflankError):
     """A setting has a bad value; the message names where it came from."""
+
+
+class ArgumentError(ConfigError, ValueError):
+    """A method was called with an argument it cannot use (``logs(lines=0)``, ``timeout=-1``,
+    a NUL character in a command); the message names the argument and the bad value. Raised
+    before anything is sent. Also a ``ValueError``, the built-in error for a bad value."""
 
 
 class ApiError(NorthflankError):
@@ -126,10 +135,17 @@ class ExecError(NorthflankError):
 
 
 class CommandTimeout(ExecError):
-    """A command outlived its timeout; the remote process was stopped."""
+    """A command outlived its timeout; the remote process was stopped.
 
-    def __init__(self, message: str, *, timeout: float) -> None:
+    ``timeout`` is the limit in seconds. ``result`` is what the command wrote before it was
+    stopped: from ``Sandbox.run`` a ``CommandResult`` whose ``exit_code`` is None (it did not
+    finish), from ``NorthflankClient.run`` an ``ExecResult``; None when a streaming session's
+    output was already handed out chunk by chunk.
+    """
+
+    def __init__(self, message: str, *, timeout: float, result: Any = None) -> None:
         self.timeout = timeout
+        self.result = result
         super().__init__(message)
 
 

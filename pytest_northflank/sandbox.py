@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_northflank.errors import (
+    ArgumentError,
     CommandFailed,
     CommandTimeout,
     FileTransferError,
@@ -27,8 +28,9 @@ __all__ = ["CommandRecord", "CommandResult", "Sandbox"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# How much of stderr a failed check() shows.
+# How much of the output a failed check() or a timeout shows.
 FAILURE_TAIL_LINES = 20
+FAILURE_TAIL_CHARS = 4000
 # Environment variables whose names say they hold a secret: their values are masked in the
 # messages and reports this plugin writes (command output itself stays exact).
 _SECRET_NAME = re.compile(
@@ -64,17 +66,25 @@ _CD_AND_EXEC = 'cd -- "$1" && shift && exec "$@"'
 _EXEC = 'exec "$@"'
 
 
-def _tail(text: str, lines: int = FAILURE_TAIL_LINES) -> str:
-    kept = text.rstrip("\n").splitlines()[-lines:]
-    return "\n".join(kept)
+def _tail(text: str, secrets: Sequence[str]) -> str:
+    """The end of ``text`` for a message, masked before it is cut so that no cut can leave
+    part of a secret showing."""
+    kept = "\n".join(mask(text, secrets).rstrip("\n").splitlines()[-FAILURE_TAIL_LINES:])
+    if len(kept) > FAILURE_TAIL_CHARS:
+        kept = "..." + kept[-FAILURE_TAIL_CHARS:]
+    return kept
 
 
 @dataclass(frozen=True)
 class CommandResult:
-    """What a command did: exit code, output (text and bytes) and how long it took."""
+    """What a command did: exit code, output (text and bytes) and how long it took.
+
+    ``exit_code`` is None only in the ``result`` of a :class:`CommandTimeout`: the command was
+    stopped before it finished, and the output is what it wrote until then.
+    """
 
     command: str
-    exit_code: int
+    exit_code: int | None
     stdout_bytes: bytes
     stderr_bytes: bytes
     duration: float
@@ -94,7 +104,7 @@ class CommandResult:
 
     @property
     def ok(self) -> bool:
-        """True when the exit code is 0."""
+        """True when the exit code is 0 (False for a command that did not finish)."""
         return self.exit_code == 0
 
     def check(self) -> CommandResult:
@@ -107,13 +117,27 @@ class CommandResult:
         if self.ok:
             return self
         where = f" in sandbox {self.sandbox}" if self.sandbox else ""
-        message = f"command {self.command!r} exited with {self.exit_code}{where}"
+        ended = "did not finish" if self.exit_code is None else f"exited with {self.exit_code}"
+        message = f"command {self.command!r} {ended}{where}"
         stream, text = ("stderr", self.stderr) if self.stderr.strip() else ("stdout", self.stdout)
         if text.strip():
-            message += f"\n--- end of {stream} ---\n{_tail(text)}"
+            message += f"\n--- end of {stream} ---\n{_tail(text, self.masked)}"
         else:
             message += " (no output)"
         raise CommandFailed(mask(message, self.masked), result=self)
+
+    def _timeout_message(self, timeout: float) -> str:
+        """The message of the ``CommandTimeout`` this partial result goes with: the command as
+        written, the limit, and the end of whatever it wrote on each stream."""
+        where = f" in sandbox {self.sandbox}" if self.sandbox else ""
+        message = f"command {self.command!r} timed out after {timeout:g}s and was stopped{where}"
+        tails = [
+            f"\n--- end of {stream} (partial) ---\n{_tail(text, self.masked)}"
+            for stream, text in (("stdout", self.stdout), ("stderr", self.stderr))
+            if text.strip()
+        ]
+        message += "".join(tails) if tails else " (no output)"
+        return mask(message, self.masked)
 
     def __repr__(self) -> str:
         return (
@@ -146,7 +170,7 @@ def build_argv(
         raise TypeError("the command must be a str or a list of str, not bytes")
     if isinstance(command, str):
         if "\0" in command:
-            raise ValueError(
+            raise ArgumentError(
                 "the command contains a NUL character, which no program can receive "
                 f"(at position {command.index(chr(0))})"
             )
@@ -157,26 +181,26 @@ def build_argv(
                 raise TypeError(f"command items must be str or path-like, got {part!r}")
         argv = [os.fspath(part) for part in command]
         if not argv:
-            raise ValueError("the command is an empty list")
+            raise ArgumentError("the command is an empty list")
         for position, part in enumerate(argv):
             if "\0" in part:
                 what = "the program name" if position == 0 else f"argument {position}"
-                raise ValueError(
+                raise ArgumentError(
                     f"{what} of the command contains a NUL character, which no program can "
                     "receive (arguments end at the first NUL)"
                 )
     if cwd is not None:
         argv = ["sh", "-c", _CD_AND_EXEC, "sh", os.fspath(cwd), *argv]
     if cwd is not None and "\0" in os.fspath(cwd):
-        raise ValueError("cwd contains a NUL character")
+        raise ArgumentError("cwd contains a NUL character")
     if env:
         for name, value in env.items():
             if not isinstance(name, str) or not _ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not an environment variable name")
+                raise ArgumentError(f"{name!r} is not an environment variable name")
             if not isinstance(value, str):
                 raise TypeError(f"the value of {name} must be a str, got {type(value).__name__}")
             if "\0" in value:
-                raise ValueError(f"the value of {name} contains a NUL character")
+                raise ArgumentError(f"the value of {name} contains a NUL character")
         if "=" in argv[0]:
             # env would read "A=B" as another assignment, not as the program.
             argv = ["sh", "-c", _EXEC, "sh", *argv]
@@ -257,26 +281,46 @@ class Sandbox:
         A string runs through ``sh -c`` (pipes, globs, ``&&``); a list runs as argv without a
         shell. ``env`` adds environment variables, ``cwd`` sets the directory, ``input`` is
         fed to stdin. With ``check=True`` a non-zero exit raises ``CommandFailed``; after
-        ``timeout`` seconds the command is stopped and ``CommandTimeout`` raised.
+        ``timeout`` seconds the command is stopped and ``CommandTimeout`` raised; its
+        ``result`` holds the output written until then (``exit_code`` None).
 
             result = sandbox.run("ls /etc | wc -l", check=True)
             sandbox.run(["python3", "-m", "pytest", "-q"], cwd="/work/project")
         """
         __tracebackhide__ = True  # its arguments (env) may hold secrets; pytest would print them
         argv = build_argv(command, env=env, cwd=cwd)  # checks the command first
+        if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview)):
+            raise ArgumentError(
+                f"input must be str or bytes, got {type(input).__name__} (it is fed to stdin)"
+            )
         display = command if isinstance(command, str) else shlex.join(os.fspath(c) for c in command)
         data = input.encode("utf-8") if isinstance(input, str) else input
         test = self._note_test()
         started = time.monotonic()
         try:
             raw = self._client.run(self.project_id, self.id, argv, input=data, timeout=timeout)
-        except CommandTimeout:
+        except ArgumentError:
+            raise  # refused before anything was sent (a bad timeout): nothing ran
+        except CommandTimeout as error:
+            duration = time.monotonic() - started
             self.history.append(
-                CommandRecord(
-                    display, None, time.monotonic() - started, test, f"timed out after {timeout} s"
-                )
+                CommandRecord(display, None, duration, test, f"timed out after {timeout} s")
             )
-            raise
+            partial = error.result
+            partial_result = CommandResult(
+                command=display,
+                exit_code=None,
+                stdout_bytes=partial.stdout if partial is not None else b"",
+                stderr_bytes=partial.stderr if partial is not None else b"",
+                duration=duration,
+                sandbox=self.name,
+                masked=secret_values(self.options.env, env),
+            )
+            raise CommandTimeout(
+                partial_result._timeout_message(error.timeout),
+                timeout=error.timeout,
+                result=partial_result,
+            ) from None
         except Exception as error:
             self.history.append(
                 CommandRecord(
@@ -363,7 +407,9 @@ class Sandbox:
 
     def logs(self, lines: int = 100) -> list[str]:
         """The last ``lines`` lines the sandbox's main process wrote (stdout and stderr), oldest
-        first."""
+        first. ``lines`` must be at least 1 (``ArgumentError`` otherwise)."""
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+            raise ArgumentError(f"lines must be a whole number of at least 1, got {lines!r}")
         fetched = self._client.fetch_logs(self.project_id, self.id, line_limit=lines)
         return [line.log for line in chronological(fetched)]
 

@@ -31,6 +31,9 @@ from pytest_northflank.client.exec import (
     ExecResult,
     ExecSession,
     ExecSessionInfo,
+    check_count,
+    check_ids,
+    check_timeout,
     command_argv,
     describe_argv,
     run_command,
@@ -147,9 +150,11 @@ class NorthflankClient(ClosesOnExit):
         return f"/v1/teams/{quote(self.team_id)}" if self.team_id else "/v1"
 
     def _project(self, project_id: str) -> str:
+        check_ids(project_id=project_id)
         return f"{self._scope()}/projects/{quote(project_id)}"
 
     def _service(self, project_id: str, service_id: str) -> str:
+        check_ids(project_id=project_id, service_id=service_id)
         return f"{self._project(project_id)}/services/{quote(service_id)}"
 
     @staticmethod
@@ -266,9 +271,8 @@ class NorthflankClient(ClosesOnExit):
         )
 
     def scale_service(self, project_id: str, service_id: str, instances: int) -> None:
-        """Set the number of instances."""
-        if instances < 0:
-            raise ValueError(f"instances must be >= 0, got {instances}")
+        """Set the number of instances (0 or more)."""
+        check_count("instances", instances, minimum=0)
         self._rest.request(
             "POST", f"{self._service(project_id, service_id)}/scale", body={"instances": instances}
         )
@@ -296,6 +300,9 @@ class NorthflankClient(ClosesOnExit):
         rate-limit figures show the quota running low, polls stretch to fit what is left.
         Raises ``DeploymentFailed`` on FAILED and ``ReadyTimeout`` after ``timeout``.
         """
+        check_timeout(timeout)
+        check_timeout(poll_interval, "poll_interval")
+        check_timeout(max_poll_interval, "max_poll_interval")
         deadline = time.monotonic() + timeout
         interval = poll_interval
         while True:
@@ -393,6 +400,7 @@ class NorthflankClient(ClosesOnExit):
         directory's contents land in ``remote_path``. Modes, symlinks and empty directories
         are kept. Needs ``sh`` and ``tar`` in the image.
         """
+        check_timeout(timeout)
         upload(self._exec, project_id, service_id, local_path, remote_path, timeout=timeout)
 
     def download(
@@ -410,6 +418,7 @@ class NorthflankClient(ClosesOnExit):
         directory's contents land in ``local_path``. Archive members that would escape the
         target raise ``UnsafeArchiveError``.
         """
+        check_timeout(timeout)
         download(self._exec, project_id, service_id, remote_path, local_path, timeout=timeout)
 
     # ------------------------------------------------------------------ logs
@@ -453,6 +462,7 @@ class NorthflankClient(ClosesOnExit):
         """Follow a service's logs live. Iterate the returned ``LogTail`` (a context manager);
         it ends when the server closes the stream, on ``close()``, or after ``recv_timeout``
         seconds without a line."""
+        check_timeout(recv_timeout, "recv_timeout")
         query = logs_query(
             query_type="tail",
             line_limit=line_limit,

@@ -17,6 +17,7 @@ import contextlib
 import inspect
 import io
 import logging
+import math
 import re
 import shlex
 import socket
@@ -46,7 +47,7 @@ from pytest_northflank.client.frames import (
     encode_stdin_end,
 )
 from pytest_northflank.client.rest import RestTransport, api_error, quote
-from pytest_northflank.errors import CommandTimeout, ExecError, TransportError
+from pytest_northflank.errors import ArgumentError, CommandTimeout, ExecError, TransportError
 
 __all__ = [
     "FRAME_BYTES",
@@ -56,6 +57,10 @@ __all__ = [
     "ExecResult",
     "ExecSession",
     "ExecSessionInfo",
+    "check_count",
+    "check_ids",
+    "check_terminal_size",
+    "check_timeout",
     "command_argv",
     "describe_argv",
     "run_command",
@@ -83,10 +88,39 @@ _WS_LOGGER = logging.getLogger("pytest_northflank.client.websockets")
 _WS_LOGGER.setLevel(logging.INFO)
 
 
+def check_timeout(timeout: float | None, name: str = "timeout") -> None:
+    """Refuse (``ArgumentError``) a timeout that is not None or a positive, finite number of
+    seconds."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ArgumentError(
+            f"{name} must be a number of seconds or None, got {type(timeout).__name__} {timeout!r}"
+        )
+    if math.isnan(timeout) or math.isinf(timeout):
+        raise ArgumentError(
+            f"{name} must be a finite number of seconds, got {timeout} (None: no limit)"
+        )
+    if timeout <= 0:
+        raise ArgumentError(f"{name} must be positive, got {timeout} (seconds)")
+
+
+def check_count(name: str, value: int, *, minimum: int) -> None:
+    """Refuse (``ArgumentError``) a count that is not a whole number of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ArgumentError(f"{name} must be at least {minimum}, got {value}")
+
+
 @dataclass
 class ExecResult:
     """The outcome of a command: exit code, exact stdout/stderr bytes, the proxy's status and
-    message, and the wall-clock duration in seconds (connect to completion)."""
+    message, and the wall-clock duration in seconds (connect to completion).
+
+    ``exit_code`` is -1 when no exit code is known: the proxy sent none, or (in the ``result``
+    of a ``CommandTimeout``, status ``"Timeout"``) the command never reported completion.
+    """
 
     exit_code: int
     stdout: bytes
@@ -153,7 +187,7 @@ def _check_no_nul(argv: Sequence[str]) -> None:
     for position, arg in enumerate(argv):
         if "\0" in arg:
             name = "the program name" if position == 0 else f"argument {position}"
-            raise ValueError(
+            raise ArgumentError(
                 f"{name} of the command contains a NUL character, which no program can "
                 "receive (arguments end at the first NUL)"
             )
@@ -168,9 +202,9 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
     """
     if isinstance(command, str):
         if not command.strip():
-            raise ValueError("command must not be empty")
+            raise ArgumentError("command must not be empty")
         if "\0" in command:
-            raise ValueError(
+            raise ArgumentError(
                 "the command contains a NUL character, which no program can receive "
                 f"(at position {command.index(chr(0))})"
             )
@@ -180,16 +214,16 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
             return shlex.split(command)
         prefix = shlex.split(shell)
         if not prefix:
-            raise ValueError(f"shell {shell!r} is empty")
+            raise ArgumentError(f"shell {shell!r} is empty")
         _check_no_nul(prefix)
         return [*prefix, command]
     argv = list(command)
     if not argv:
-        raise ValueError("command argv must not be empty")
+        raise ArgumentError("command argv must not be empty")
     if not all(isinstance(arg, str) for arg in argv):
         raise TypeError(f"command argv must be strings, got {argv!r}")
     if shell not in (None, "none"):
-        raise ValueError(f"shell={shell!r} applies to a command string, not an argv list")
+        raise ArgumentError(f"shell={shell!r} applies to a command string, not an argv list")
     _check_no_nul(argv)
     return argv
 
@@ -201,6 +235,19 @@ def _seconds(value: float) -> str:
 
 def _with_timeout(argv: list[str], timeout: float) -> list[str]:
     return ["timeout", "-k", str(_KILL_AFTER), _seconds(timeout), *argv]
+
+
+def check_ids(**ids: str) -> None:
+    """Refuse (``ArgumentError``) an empty or non-string project or service id, naming it."""
+    for name, value in ids.items():
+        if not isinstance(value, str) or not value:
+            raise ArgumentError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def check_terminal_size(rows: int, columns: int) -> None:
+    """Refuse (``ArgumentError``) a terminal size that is not two whole numbers >= 1."""
+    check_count("rows", rows, minimum=1)
+    check_count("columns", columns, minimum=1)
 
 
 def _http_to_ws(base_url: str) -> str:
@@ -232,6 +279,7 @@ class ExecConnector:
 
     def exec_path(self, project_id: str, service_id: str) -> str:
         """``/v1/command-exec/[teams/{t}/]projects/{p}/services/{s}`` (team segment inside)."""
+        check_ids(project_id=project_id, service_id=service_id)
         team = f"/teams/{quote(self.team_id)}" if self.team_id else ""
         return f"/v1/command-exec{team}/projects/{quote(project_id)}/services/{quote(service_id)}"
 
@@ -293,6 +341,8 @@ class ExecConnector:
         """Connect, send ``init`` and return the session (after the server's init when
         ``wait_for_init``; a one-shot run skips the wait and pipelines stdin behind init)."""
         __tracebackhide__ = True  # pytest would print argv, which may carry env values
+        if tty:
+            check_terminal_size(24 if rows is None else rows, 80 if columns is None else columns)
         started = time.monotonic()
         conn = self.connect(self.exec_path(project_id, service_id))
         context = build_exec_context(
@@ -449,20 +499,24 @@ class ExecSession(ClosesOnExit):
                 return
             yield chunk
 
-    def _timeout(self, timeout: float, what: str) -> CommandTimeout:
+    def _timeout(
+        self, timeout: float, what: str, partial: ExecResult | None = None
+    ) -> CommandTimeout:
         self.abort()
         return CommandTimeout(
             f"command {self.command} did not finish within {timeout:g}s ({what}); the "
             f"connection was closed to stop it after {self.stdout_bytes} bytes of stdout "
             f"and {self.stderr_bytes} bytes of stderr",
             timeout=timeout,
+            result=partial,
         )
 
     def wait(self, timeout: float | None = None) -> ExecResult:
         """Wait for completion. Output not consumed by iterating is collected into the result.
 
         ``timeout`` bounds the whole wait: past it the connection is closed (stopping the
-        command) and ``CommandTimeout`` is raised.
+        command) and ``CommandTimeout`` is raised; its ``result`` holds the output collected
+        until then (exit code -1, status ``"Timeout"``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         # BytesIO grows in place and hands its buffer over without a copy: a command's output
@@ -471,7 +525,16 @@ class ExecSession(ClosesOnExit):
         while self._completion is None:
             frame = self._receive(deadline)
             if frame is None:
-                raise self._timeout(timeout or 0.0, "waiting for completion")
+                partial = ExecResult(
+                    exit_code=-1,
+                    stdout=stdout.getvalue(),
+                    stderr=stderr.getvalue(),
+                    status="Timeout",
+                    message=None,
+                    duration=time.monotonic() - self._started,
+                    command=self.command,
+                )
+                raise self._timeout(timeout or 0.0, "waiting for completion", partial)
             if isinstance(frame, OutputFrame):
                 (stdout if frame.stream == "stdout" else stderr).write(frame.data)
         return self._result(stdout.getvalue(), stderr.getvalue())
@@ -530,7 +593,8 @@ class ExecSession(ClosesOnExit):
         self._send(encode_stdin_end())
 
     def resize(self, rows: int, columns: int) -> None:
-        """Resize the command's terminal (only meaningful with ``tty=True``)."""
+        """Resize the command's terminal (only meaningful with ``tty=True``); both at least 1."""
+        check_terminal_size(rows, columns)
         self._send(encode_resize(rows, columns))
 
     # ------------------------------------------------------------------ closing
@@ -601,8 +665,9 @@ def run_command(
     """Run one command to completion (see ``NorthflankClient.run``)."""
     __tracebackhide__ = True  # pytest would print argv, which may carry env values
     argv = command_argv(command, shell)
-    if timeout is not None and timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout}")
+    check_timeout(timeout)
+    if input is not None and not isinstance(input, (bytes, bytearray, memoryview)):
+        raise ArgumentError(f"input must be bytes or None, got {type(input).__name__}")
     description = describe_argv(argv)
     wire = argv if timeout is None else _with_timeout(argv, timeout)
     session = connector.start(
@@ -620,7 +685,7 @@ def run_command(
             feeder.start()
         wait_limit = None if timeout is None else timeout + _KILL_AFTER + TIMEOUT_GRACE
         result = session.wait(timeout=wait_limit)
-    except CommandTimeout:
+    except CommandTimeout as waited:
         assert timeout is not None
         raise CommandTimeout(
             f"command {description} did not finish within {timeout:g}s and the remote "
@@ -628,6 +693,7 @@ def run_command(
             f"connection was closed after {session.stdout_bytes} bytes of stdout and "
             f"{session.stderr_bytes} bytes of stderr",
             timeout=timeout,
+            result=waited.result,
         ) from None
     finally:
         session.close()
@@ -642,5 +708,6 @@ def run_command(
             f"(exit {result.exit_code}); partial output: {len(result.stdout)} bytes of stdout, "
             f"{len(result.stderr)} bytes of stderr",
             timeout=timeout,
+            result=result,
         )
     return result

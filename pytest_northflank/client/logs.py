@@ -14,7 +14,7 @@ import websockets.exceptions as ws_errors
 from websockets.sync.client import ClientConnection
 
 from pytest_northflank.client._closing import ClosesOnExit
-from pytest_northflank.client.exec import ExecConnector
+from pytest_northflank.client.exec import ExecConnector, check_count
 from pytest_northflank.client.frames import (
     ErrorFrame,
     LogTailEntry,
@@ -25,7 +25,7 @@ from pytest_northflank.client.frames import (
 )
 from pytest_northflank.client.models import LogLine
 from pytest_northflank.client.rest import RestTransport
-from pytest_northflank.errors import AuthenticationError, TransportError
+from pytest_northflank.errors import ArgumentError, AuthenticationError, TransportError
 
 __all__ = ["LogTail", "fetch_logs", "logs_query", "open_tail"]
 
@@ -47,9 +47,14 @@ def logs_query(
     text_includes: str | None = None,
     regex_includes: str | None = None,
 ) -> dict[str, str]:
-    """The query string of a logs request; ``None`` values are left out."""
-    if line_limit is not None and line_limit <= 0:
-        raise ValueError(f"line_limit must be positive, got {line_limit}")
+    """The query string of a logs request; ``None`` values are left out. Bad values raise
+    ``ArgumentError`` naming the argument."""
+    if line_limit is not None:
+        check_count("line_limit", line_limit, minimum=1)
+    if duration is not None:
+        check_count("duration", duration, minimum=1)
+    if direction not in (None, "backward", "forward"):
+        raise ArgumentError(f"direction must be 'backward' or 'forward', got {direction!r}")
     values: dict[str, Any] = {
         "queryType": query_type,
         "type": log_type,

@@ -68,6 +68,10 @@ def test_timeout_stops_the_remote_command(nf: NorthflankClient, service: Service
         nf.run(PROJECT, service.id, "echo started; exec sleep 300", timeout=1)
     assert info.value.timeout == 1
     assert "8 bytes of stdout" in str(info.value)  # "started\n"
+    # The output written before the limit travels with the error; the exit code is what the
+    # remote `timeout` reported (SIGTERM: 124).
+    partial = info.value.result
+    assert (partial.stdout, partial.stderr, partial.exit_code) == (b"started\n", b"", 124)
     # The sleep is gone, not merely abandoned by the client.
     left = nf.run(PROJECT, service.id, ["sh", "-c", "ps -eo args | grep -c '^sleep 300' || true"])
     assert left.stdout_text.strip() == "0"

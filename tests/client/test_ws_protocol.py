@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from pytest_northflank.client import LogLine, NorthflankClient
+from pytest_northflank.client import ExecResult, LogLine, NorthflankClient
 from pytest_northflank.client import exec as exec_module
 from pytest_northflank.errors import (
     AuthenticationError,
@@ -335,6 +335,9 @@ def test_timeout_wraps_the_command_and_a_remote_timeout_raises(
         client.run(P, S, "sleep 100", timeout=0.2)
     assert info.value.timeout == 0.2
     assert "6 bytes of stdout" in str(info.value)
+    partial = info.value.result
+    assert isinstance(partial, ExecResult)
+    assert (partial.stdout, partial.stderr, partial.exit_code) == (b"so far", b"", 124)
     assert server.inits[0]["data"]["context"]["command"] == [
         "timeout",
         "-k",
@@ -364,9 +367,14 @@ def test_client_stops_waiting_and_closes_when_the_remote_side_hangs(
         ws.recv(timeout=30)  # hangs until the client goes away
 
     server.scenario = scenario
-    with pytest.raises(CommandTimeout, match="3 bytes of stdout"):
+    with pytest.raises(CommandTimeout, match="3 bytes of stdout") as info:
         client.run(P, S, "sleep 100", timeout=0.1)
     assert server.disconnected.wait(5)
+    # No completion ever came: the output so far, and no exit code to report.
+    partial = info.value.result
+    assert isinstance(partial, ExecResult)
+    assert (partial.stdout, partial.stderr) == (b"abc", b"")
+    assert (partial.exit_code, partial.status, partial.ok) == (-1, "Timeout", False)
 
 
 # ------------------------------------------------------------------ sessions
@@ -416,12 +424,17 @@ def test_session_wait_timeout_closes_the_connection(
 ) -> None:
     def scenario(ws: ServerConnection, init: dict[str, Any]) -> None:
         init_ok(ws)
+        send(ws, {"type": "stdErr", "data": b64(b"warming up")})
         ws.recv(timeout=30)
 
     server.scenario = scenario
-    with client.open_session(P, S, ["sleep", "100"]) as session, pytest.raises(CommandTimeout):
+    with (
+        client.open_session(P, S, ["sleep", "100"]) as session,
+        pytest.raises(CommandTimeout) as info,
+    ):
         session.wait(timeout=0.2)
     assert server.disconnected.wait(5)
+    assert info.value.result.stderr == b"warming up"
 
 
 def test_session_open_fails_cleanly_when_init_is_refused(

@@ -86,6 +86,106 @@ def test_a_sandbox_runs_commands_and_moves_files(pytester: pytest.Pytester) -> N
     assert re.search(r"embedded emulator at http://127\.0\.0\.1:\d+, isolation \w+", text)
 
 
+def test_a_timed_out_command_keeps_its_partial_output(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_timeout="""
+        import pytest
+        from pytest_northflank import CommandTimeout
+
+        def test_partial_output(nf_sandbox):
+            command = "echo start; echo warming >&2; sleep 3611"
+            with pytest.raises(CommandTimeout) as caught:
+                nf_sandbox.run(command, timeout=1)
+            error = caught.value
+            assert error.timeout == 1
+            partial = error.result
+            assert partial.command == command  # as written, not the wrapped argv
+            assert partial.exit_code is None and not partial.ok
+            assert "start" in partial.stdout and partial.stdout_bytes == b"start\\n"
+            assert partial.stderr == "warming\\n"
+            assert partial.sandbox == nf_sandbox.name
+            message = str(error)
+            assert message.startswith(
+                f"command {command!r} timed out after 1s and was stopped in sandbox "
+                f"{nf_sandbox.name}\\n"
+            )
+            assert "--- end of stdout (partial) ---\\nstart\\n" in message
+            assert message.endswith("--- end of stderr (partial) ---\\nwarming")
+            assert nf_sandbox.history[-1].exit_code is None
+            assert nf_sandbox.history[-1].error == "timed out after 1 s"
+            # Really stopped in the sandbox, not merely abandoned by the client.
+            processes = nf_sandbox.run(["ps", "-eo", "args"], check=True).stdout.splitlines()
+            assert "sleep 3611" not in processes
+
+        def test_no_output_and_masking(nf_sandbox):
+            with pytest.raises(CommandTimeout, match=r"stopped in sandbox \\S+ \\(no output\\)$"):
+                nf_sandbox.run("sleep 3612", timeout=0.5)
+            with pytest.raises(CommandTimeout) as caught:
+                nf_sandbox.run('echo "using $API_KEY"; sleep 3613', timeout=0.5,
+                               env={"API_KEY": "s3cret-value-42"})
+            assert "s3cret-value-42" not in str(caught.value)
+            assert "--- end of stdout (partial) ---\\nusing ***" in str(caught.value)
+            assert caught.value.result.stdout == "using s3cret-value-42\\n"  # data stays exact
+
+        def test_a_timeout_fails_the_test_showing_the_output(nf_sandbox):
+            nf_sandbox.run("echo 'got this far'; sleep 3614", timeout=0.5)
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2, failed=1)
+    text = result.stdout.str()
+    command = "\"echo 'got this far'; sleep 3614\""
+    assert f"CommandTimeout: command {command} timed out after 0.5s and was stopped" in text
+    assert "--- end of stdout (partial) ---" in text
+    assert "got this far" in text
+
+
+def test_bad_arguments_raise_an_argument_error_before_anything_is_sent(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_arguments="""
+        import pytest
+        from pytest_northflank import ArgumentError, ConfigError, NorthflankError
+
+        def refused(call, message):
+            with pytest.raises(ArgumentError) as caught:
+                call()
+            assert str(caught.value) == message
+            assert isinstance(caught.value, ConfigError)
+            assert isinstance(caught.value, NorthflankError)
+            assert isinstance(caught.value, ValueError)
+
+        def test_logs(nf_sandbox, monkeypatch):
+            asked = []
+            spy = lambda *args, **kwargs: asked.append(args) or []
+            monkeypatch.setattr(nf_sandbox._client, "fetch_logs", spy)
+            for lines in (0, -3, True, "10", 2.5):
+                refused(lambda: nf_sandbox.logs(lines=lines),
+                        f"lines must be a whole number of at least 1, got {lines!r}")
+            assert asked == []
+            nf_sandbox.logs(lines=1)
+            assert len(asked) == 1
+
+        def test_run(nf_sandbox):
+            before = list(nf_sandbox.history)
+            refused(lambda: nf_sandbox.run("true", timeout=0),
+                    "timeout must be positive, got 0 (seconds)")
+            refused(lambda: nf_sandbox.run("true", timeout=-1),
+                    "timeout must be positive, got -1 (seconds)")
+            refused(lambda: nf_sandbox.run("true", timeout=float("nan")),
+                    "timeout must be a finite number of seconds, got nan (None: no limit)")
+            refused(lambda: nf_sandbox.run("cat", input=42),
+                    "input must be str or bytes, got int (it is fed to stdin)")
+            refused(lambda: nf_sandbox.run("true", env={"1X": "v"}),
+                    "'1X' is not an environment variable name")
+            assert nf_sandbox.history == before  # nothing ran
+            assert nf_sandbox.run("cat", input=bytearray(b"ok"), timeout=30).stdout == "ok"
+        """
+    )
+    run(pytester).assert_outcomes(passed=2)
+
+
 SCOPES = """
 import pytest
 

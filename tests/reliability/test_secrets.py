@@ -134,7 +134,7 @@ def test_no_secret_in_anything_a_real_backend_run_writes(
     terminal = written["terminal"]
     assert "connecting with ***" in terminal  # CommandFailed's stderr tail
     assert "starting with ***" in terminal  # the failure section's log tail
-    assert "env API_KEY=*** sh -c 'sleep 30' timed out" in written["messages and reprs"]
+    assert "command 'sleep 30' timed out after 0.5s" in written["messages and reprs"]
     assert "env API_KEY=*** sh -c " in terminal  # the dropped exec, in its failure section
     assert "env={'DB_PASSWORD': '***', 'MODE': '***'}" in terminal  # reprs
     assert "HTTP Request: POST " in written["log file"]  # httpx did log at DEBUG

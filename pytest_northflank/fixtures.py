@@ -195,7 +195,6 @@ def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureReques
     The next tests' sandboxes are provisioned while this one runs: --nf-warm-ahead says how
     many ahead (default auto: follows provisioning time / test time; N: fixed; 0: off).
     """
-    __tracebackhide__ = True  # a setup error shows its message, not this fixture's source
     from pytest_northflank.settings import validate_marker
 
     marker = request.node.get_closest_marker("nf_sandbox")
@@ -212,7 +211,6 @@ def nf_sandbox_session(nf_sandbox_factory: SandboxFactory) -> Sandbox:
         def test_a(nf_sandbox_session):
             nf_sandbox_session.write_text("test_a/input.txt", "data")
     """
-    __tracebackhide__ = True
     return nf_sandbox_factory.create(None, hint="session")
 
 
@@ -225,7 +223,6 @@ def nf_sandbox_shared(
         def test_cache_warm(nf_sandbox_shared):
             nf_sandbox_shared.run("mkdir -p /srv/cache", check=True)
     """
-    __tracebackhide__ = True
     from pytest_northflank.shared_sandbox import shared_sandbox
 
     return shared_sandbox(_state(pytestconfig), nf_provisioner, nf_settings)

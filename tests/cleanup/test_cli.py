@@ -18,24 +18,24 @@ if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
 
 PROJECT = "default-project"
-NOW = datetime.now(timezone.utc)
 
 
 @pytest.fixture
 def services(emulator_clean: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
     """Two runs of ours (one past its deadline) and a service somebody else made."""
+    now = datetime.now(timezone.utc)  # not at import: xdist may run this minutes later
     monkeypatch.setenv("NORTHFLANK_API_TOKEN", emulator_clean.token)
     monkeypatch.setenv("NORTHFLANK_API_BASE_URL", emulator_clean.url)
     monkeypatch.setenv("NORTHFLANK_PROJECT_ID", PROJECT)
-    expired = Ownership("old111", "gw0", deadline=NOW - timedelta(hours=1))
-    current = Ownership("new222", "master", deadline=NOW + timedelta(hours=1))
+    expired = Ownership("old111", "gw0", deadline=now - timedelta(hours=1))
+    current = Ownership("new222", "master", deadline=now + timedelta(hours=1))
     with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as client:
         for owner in (expired, current):
             client.create_deployment_service(
                 PROJECT,
                 DeploymentServiceSpec(
                     name=owner.service_name(1, "test"),
-                    description=owner.description(NOW - timedelta(hours=2)),
+                    description=owner.description(now - timedelta(hours=2)),
                 ),
             )
         client.create_deployment_service(

@@ -3,7 +3,8 @@
 Four paths end in :func:`sweep`: a fixture's teardown (one service), the xdist controller when a
 worker goes down with an error (that worker's services), the end of the session (whatever of this
 run is still alive) and the reaper process when pytest died (everything of the run). They all
-read the same ledger, and a delete that finds the service gone counts as done.
+read the same ledger, and a delete that finds the service gone counts as done (but not as a
+deletion: the sweep reports only the services it really deleted).
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ TRANSIENT_ERRORS = (ServerError, TransportError, RateLimitedError)
 
 @dataclass
 class SweepResult:
-    """What a sweep did: names deleted (or found gone) and names it could not delete."""
+    """What a sweep did: names of services it deleted; names no service had (``absent``: the
+    create never arrived, or the service was deleted from outside the run), and names it could
+    not delete, with the reason."""
 
     deleted: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -65,7 +69,8 @@ def sweep(
     give_up_after: float = 120.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SweepResult:
-    """Delete ``entries`` and mark them deleted in the ledger.
+    """Delete ``entries`` and mark them deleted in the ledger (an entry no service answers to
+    is marked done too, and reported in ``SweepResult.absent``, not as deleted).
 
     Transient failures (5xx, transport errors, 429) are retried with backoff for up to
     ``give_up_after`` seconds per sweep; anything else is reported in ``SweepResult.failed``
@@ -76,16 +81,23 @@ def sweep(
     listing: dict[str, dict[str, str]] = {}
     deadline = time.monotonic() + give_up_after
     delay = 0.5
+    # Services a delete was sent for that failed transiently: found gone on the retry, the
+    # failed delete most likely did its work.
+    delete_sent: set[str] = set()
     while pending:
         retry: list[LedgerEntry] = []
         for entry in pending:
+            service_id = None
             try:
                 service_id = _find_service_id(client, entry, listing)
-                if service_id is not None:
-                    client.delete_service(entry.project_id, service_id)
+                existed = service_id is not None and (
+                    client.delete_service(entry.project_id, service_id) or entry.name in delete_sent
+                )
             except NotFoundError:
-                pass  # already gone: that is what we wanted
+                existed = False  # the project is gone, and the service with it
             except TRANSIENT_ERRORS as exc:
+                if service_id is not None:
+                    delete_sent.add(entry.name)
                 listing.pop(entry.project_id, None)
                 result.failed[entry.name] = str(exc)
                 retry.append(entry)
@@ -93,9 +105,9 @@ def sweep(
             except NorthflankError as exc:
                 result.failed[entry.name] = str(exc)
                 continue
-            ledger.record_deleted(entry.name)
+            ledger.record_deleted(entry.name, found=existed)
             result.failed.pop(entry.name, None)
-            result.deleted.append(entry.name)
+            (result.deleted if existed else result.absent).append(entry.name)
         pending = retry
         if pending:
             if time.monotonic() + delay > deadline:

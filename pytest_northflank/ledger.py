@@ -2,7 +2,9 @@
 
 A service is written down *before* its create request is sent (``intent``), again once the API
 has given it an id (``created``) and once more after its deletion (``deleted``), or when the
-user asked to keep it (``kept``: no cleanup path deletes it). Whoever cleans
+user asked to keep it (``kept``: no cleanup path deletes it). A create the API answered with an
+error that means nothing was made (a 4xx such as a refused plan) is ``refused``: there is
+nothing to delete, so no cleanup path looks for it. Whoever cleans
 up (the fixture teardown, the xdist controller, the reaper process, ``pytest-northflank reap``)
 reads the same file, so a service whose create call was in flight when a process died is still
 found, by name. Appends are guarded by a ``filelock`` lock; each line is one JSON object.
@@ -21,7 +23,7 @@ from typing import Any, Literal
 
 from filelock import FileLock
 
-EntryState = Literal["intent", "created", "kept", "deleted"]
+EntryState = Literal["intent", "created", "kept", "deleted", "refused"]
 
 
 @dataclass
@@ -40,8 +42,9 @@ class LedgerEntry:
 
     @property
     def alive(self) -> bool:
-        """Still to be deleted by whoever cleans up (kept services are not)."""
-        return self.state not in ("deleted", "kept")
+        """Still to be deleted by whoever cleans up (kept services are not, and a refused
+        create never made one)."""
+        return self.state not in ("deleted", "kept", "refused")
 
 
 class Ledger:
@@ -89,8 +92,17 @@ class Ledger:
     def record_created(self, name: str, service_id: str) -> None:
         self._append({"op": "created", "name": name, "id": service_id, "at": time.time()})
 
-    def record_deleted(self, name: str) -> None:
-        self._append({"op": "deleted", "name": name, "at": time.time()})
+    def record_deleted(self, name: str, *, found: bool = True) -> None:
+        """The service is gone; ``found`` False: cleanup looked for it and no service had its
+        name (its create never arrived, or it was deleted from outside the run)."""
+        record: dict[str, Any] = {"op": "deleted", "name": name, "at": time.time()}
+        if not found:
+            record["found"] = False
+        self._append(record)
+
+    def record_refused(self, name: str, reason: str) -> None:
+        """The API refused the create with an error that means no service was made."""
+        self._append({"op": "refused", "name": name, "reason": reason, "at": time.time()})
 
     def record_kept(self, name: str) -> None:
         self._append({"op": "kept", "name": name, "at": time.time()})
@@ -131,8 +143,11 @@ class Ledger:
             elif name in entries and op == "created":
                 entries[name].state = "created"
                 entries[name].service_id = str(record.get("id"))
-            elif name in entries and op in ("deleted", "kept"):
+            elif name in entries and op in ("deleted", "kept", "refused"):
                 entries[name].state = op
+                for key in ("found", "reason"):
+                    if key in record:
+                        entries[name].extra[key] = record[key]
             elif name in entries and op == "handover":
                 entries[name].worker_id = str(record.get("worker", ""))
                 entries[name].owner = str(record.get("owner", ""))

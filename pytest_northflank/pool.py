@@ -21,7 +21,11 @@ test time as the run goes and keeps about one provisioning time's worth of tests
 
 Sandboxes made ahead are ordinary services of the run: written to the run ledger before their
 create request (by :meth:`Provisioner.create <pytest_northflank.provisioning.Provisioner.create>`)
-and deleted at the end of the session if no test took them.
+and deleted at the end of the session if no test took them. A spec the API refuses in a way that
+would recur (a plan that does not exist, a missing permission or project: see
+:func:`~pytest_northflank.provisioning.refusal_recurs`), whether the refused create was made
+ahead or by a test, is made ahead no more; its tests send their own create and get the API's
+answer. A transient failure (5xx, transport, 429) stops nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from filelock import FileLock
 
-from pytest_northflank.errors import NorthflankError, ProvisioningError
+from pytest_northflank.errors import ConfigError, NorthflankError, ProvisioningError
 from pytest_northflank.run_files import replace_json
 
 if TYPE_CHECKING:
@@ -308,7 +312,7 @@ class Shelf:
 
     ``asked``: per spec key, the planned tests that asked for a sandbox; ``making``: creates in
     flight (key, name, owner); ``shelf``: sandboxes made ahead, waiting for a test; ``open``:
-    the processes using the shelf.
+    the processes using the shelf; ``refused``: spec keys the API refuses, made ahead by none.
     """
 
     def __init__(self, path: Path) -> None:
@@ -326,6 +330,7 @@ class Shelf:
             data.setdefault("making", [])
             data.setdefault("shelf", [])
             data.setdefault("open", [])
+            data.setdefault("refused", [])
             yield data
             replace_json(self.path, data)
 
@@ -364,9 +369,11 @@ class Shelf:
     ) -> list[tuple[str, str]]:
         """Choose the next sandboxes for this process to make ahead: the first tests of
         ``demand`` (spec keys in run order) not yet covered by a test that asked, a create in
-        flight or the shelf, while this process has fewer than ``depth`` ahead. Returns
-        (key, name) pairs, now counted as in flight."""
+        flight or the shelf, while this process has fewer than ``depth`` ahead, leaving out
+        the specs in ``skip`` and those marked refused. Returns (key, name) pairs, now counted
+        as in flight."""
         with self._edit() as data:
+            skip = skip | set(data["refused"])
             covered: Counter[str] = Counter(data["asked"])
             covered.update(entry["key"] for entry in data["making"])
             covered.update(entry["key"] for entry in data["shelf"])
@@ -396,6 +403,12 @@ class Shelf:
             data["making"].remove(making)
             data["shelf"].append(item.__dict__.copy())
             return True
+
+    def mark_refused(self, key: str) -> None:
+        """The API refuses sandboxes of spec ``key``: no process makes more of them ahead."""
+        with self._edit() as data:
+            if key not in data["refused"]:
+                data["refused"].append(key)
 
     def abandon(self, name: str) -> None:
         """A create in flight that will not reach the shelf (it failed, or the run ends)."""
@@ -509,7 +522,8 @@ class WarmPool:
         self._demand = [spec_key(options) for options in expected]
         self._options = {spec_key(options): options for options in expected}
         self._making: dict[str, _Making] = {}
-        # Specs whose create failed ahead: their tests make their own (and see the error).
+        # Specs the API refuses (a create of one, ahead or a test's own, met an error that
+        # would recur): none is made ahead any more; their tests make their own, and see why.
         self._broken: set[str] = set()
         # Planned tests of this process that asked so far.
         self._asked = 0
@@ -554,6 +568,16 @@ class WarmPool:
         except NorthflankError:
             return None  # the create failed ahead: the test makes its own, and sees why
         return Handover(service.id, own.name, own.created_at, False, self.owner)
+
+    def note_refused(self, options: SandboxOptions) -> None:
+        """A create of a sandbox with these options was refused for good (a bad plan, a
+        missing permission or project, an invalid spec): make no more of its spec ahead."""
+        key = spec_key(options)
+        with self._lock:
+            if key in self._broken:
+                return
+            self._broken.add(key)
+        self.shelf.mark_refused(key)
 
     def _promised(self, claim: Claim) -> _Making | None:
         """This process's create in flight that ``claim`` promised to a test (holding the lock)."""
@@ -632,12 +656,22 @@ class WarmPool:
 
     def _make(self, making: _Making) -> Service:
         making.created_at, making.made_at = self._clock(), time.time()
-        spec = self.provisioner.spec_for(making.options, AHEAD_HINT, name=making.name)
         try:
-            service = self.provisioner.create(spec)
-        except NorthflankError:
             with self._lock:
-                self._broken.add(making.key)
+                refused = making.key in self._broken
+            if refused:
+                # Refused since this create was chosen (by another create of its spec in
+                # flight at the same time): sending it would only meet the same refusal.
+                raise ProvisioningError(f"{making.name} not created: the API refuses its spec")
+            spec = self.provisioner.spec_for(making.options, AHEAD_HINT, name=making.name)
+            service = self.provisioner.create(
+                spec, on_refused=lambda: self.note_refused(making.options)
+            )
+        except NorthflankError as error:
+            # A transient failure (5xx, transport, 429) leaves the spec to be tried again.
+            if isinstance(error, ConfigError):
+                self.note_refused(making.options)
+            with self._lock:
                 self._making.pop(making.name, None)
             self.shelf.abandon(making.name)
             raise

@@ -63,6 +63,25 @@ PERMISSIONS = {
 }
 
 
+# Refusals of a create that mean the API made nothing, and that the same spec would meet again:
+# a body it rejects (a plan that does not exist, the spot-only rule: 400/422), a token it
+# rejects or that lacks a permission, a project that does not exist.
+RECURRING_REFUSALS = (ApiValidationError, AuthenticationError, PermissionDeniedError, NotFoundError)
+
+
+def create_was_refused(error: ApiError) -> bool:
+    """Whether the API answered a create with an error that means no service was made: a
+    recurring refusal, or 429 (the quota was spent before the request was looked at). A 409 is
+    not one (a service of that name exists), nor a 5xx (the create may have happened)."""
+    return isinstance(error, (*RECURRING_REFUSALS, RateLimitedError))
+
+
+def refusal_recurs(error: NorthflankError) -> bool:
+    """Whether a failed create would fail the same way for every sandbox of the same spec (not
+    a transient failure: 5xx, transport, 429). ``ConfigError``: the spec itself is invalid."""
+    return isinstance(error, (ConfigError, *RECURRING_REFUSALS))
+
+
 def _user_agent() -> str:
     from pytest_northflank import __version__
 
@@ -292,8 +311,19 @@ class Provisioner:
 
     # ------------------------------------------------------------------------ the seams
 
-    def create(self, spec: DeploymentServiceSpec, *, shared: bool = False) -> Service:
-        """Send the create request; API errors become messages that say what to do."""
+    def create(
+        self,
+        spec: DeploymentServiceSpec,
+        *,
+        shared: bool = False,
+        on_refused: Callable[[], None] | None = None,
+    ) -> Service:
+        """Send the create request; API errors become messages that say what to do.
+
+        A create the API refused is written down as such in the ledger (nothing to delete).
+        ``on_refused`` is called when the refusal would recur for any sandbox of the same spec
+        (see :func:`refusal_recurs`), before the error is raised.
+        """
         __tracebackhide__ = True  # users need the message, not our frames
         if self._create_missing_tags:
             self._ensure_tags(spec.tags)
@@ -308,6 +338,11 @@ class Provisioner:
         try:
             service = self.client.create_deployment_service(self.project_id, spec)
         except ApiError as error:
+            if self.ledger is not None and create_was_refused(error):
+                reason = mask(f"{error.status} {error.api_message}", secret_values(spec.env))
+                self.ledger.record_refused(spec.name, reason)
+            if on_refused is not None and refusal_recurs(error):
+                on_refused()
             raise ProvisioningError(self.explain_create_error(error, spec)) from None
         finally:
             self._publish_quota()
@@ -412,7 +447,7 @@ class Provisioner:
                 self.alive.remove(sandbox)
             self.stats.deleted += 1
         if self.ledger is not None:
-            self.ledger.record_deleted(sandbox.name)
+            self.ledger.record_deleted(sandbox.name, found=existed)
         return existed
 
     def _ensure_tags(self, names: list[str]) -> None:
@@ -448,10 +483,21 @@ class Provisioner:
         handed = self.pool.take(options) if planned and self.pool is not None else None
         sandbox = self._take_ready(handed, options, current_test) if handed is not None else None
         if sandbox is None:
-            spec = self.spec_for(options, hint)
-            sent = self._clock()
+            pool = self.pool
             try:
-                service = self.create(spec, shared=shared)
+                spec = self.spec_for(options, hint)
+                sent = self._clock()
+                service = self.create(
+                    spec,
+                    shared=shared,
+                    # Warm-ahead makes no more of a spec the API refuses (the tests asking
+                    # for one still send their own create, and get the API's answer).
+                    on_refused=None if pool is None else lambda: pool.note_refused(options),
+                )
+            except ConfigError:
+                if pool is not None:
+                    pool.note_refused(options)
+                raise
             finally:
                 if planned and self.pool is not None:
                     self.pool.refill()  # after this test's own create: it goes first
@@ -532,7 +578,7 @@ class Provisioner:
             raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
         if ready is None:
             if self.ledger is not None:
-                self.ledger.record_deleted(handed.name)
+                self.ledger.record_deleted(handed.name, found=False)
             return None
         if not handed.ready and self.pool is not None:
             self.pool.note_ready(handed.service_id, handed.created_at)

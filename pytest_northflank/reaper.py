@@ -139,6 +139,12 @@ def reap(ledger: Ledger, base_url: str, token: str, team_id: str | None) -> int:
             for name, reason in result.failed.items():
                 print(f"reaper: could not delete {name}: {reason}", flush=True)
             print(f"reaper: deleted {len(result.deleted)} service(s)", flush=True)
+            if result.absent:
+                print(
+                    f"reaper: {len(result.absent)} service(s) of the ledger did not exist "
+                    "(never created, or deleted from outside the run)",
+                    flush=True,
+                )
         return len(ledger.alive())
 
 

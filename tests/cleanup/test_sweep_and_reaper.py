@@ -52,10 +52,45 @@ def test_sweep_deletes_created_and_in_flight_services_only(
 
         result = sweep(client, ledger, ledger.alive())
 
-    assert sorted(result.deleted) == ["nft-aaaaaa-m-1", "nft-aaaaaa-m-2", "nft-aaaaaa-m-3"]
+    assert sorted(result.deleted) == ["nft-aaaaaa-m-1", "nft-aaaaaa-m-2"]
+    # Looked for by name and not found: done, but not a deletion.
+    assert result.absent == ["nft-aaaaaa-m-3"]
     assert result.failed == {}
     assert ledger.alive() == []
+    found = {entry.name: entry.extra.get("found", True) for entry in ledger.entries()}
+    assert found == {"nft-aaaaaa-m-1": True, "nft-aaaaaa-m-2": True, "nft-aaaaaa-m-3": False}
     assert _service_names(emulator_clean) == {"nft-bbbbbb-m-1", "my-database"}
+
+
+def test_sweep_counts_only_services_that_existed_as_deleted(
+    emulator_clean: EmulatorServer, tmp_path: Path
+) -> None:
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as client:
+        _create(client, ledger, "nft-ffffff-m-1")
+        _create(client, ledger, "nft-ffffff-m-2")
+        # Deleted from outside the run: the sweep's delete finds it gone.
+        ids = {entry.name: entry.service_id for entry in ledger.entries()}
+        emulator_clean.control.delete_service(PROJECT, str(ids["nft-ffffff-m-2"]))
+        # Create sent and refused by the API: nothing was made, nothing to look for.
+        ledger.record_intent(name="nft-ffffff-m-3", project_id=PROJECT, worker_id="m", owner="m:1")
+        ledger.record_refused("nft-ffffff-m-3", "400 not a deployment plan")
+        # Create sent, then the process died: no service by that name ever appeared.
+        ledger.record_intent(name="nft-ffffff-m-4", project_id=PROJECT, worker_id="m", owner="m:1")
+
+        alive = ledger.alive()
+        assert [entry.name for entry in alive] == [
+            "nft-ffffff-m-1",
+            "nft-ffffff-m-2",
+            "nft-ffffff-m-4",
+        ]
+        result = sweep(client, ledger, alive)
+
+    assert result.deleted == ["nft-ffffff-m-1"]
+    assert result.absent == ["nft-ffffff-m-2", "nft-ffffff-m-4"]
+    assert result.failed == {}
+    assert ledger.alive() == []
+    assert _service_names(emulator_clean) == set()
 
 
 def test_sweep_waits_out_a_burst_of_server_errors(

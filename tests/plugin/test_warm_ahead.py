@@ -279,3 +279,66 @@ def test_a_rate_limited_run_waits_for_the_quota_and_passes(
     api.control.set_rate_limit(None)
     assert services(api) == []
     assert counts(result)["deleted"] == counts(result)["created"]
+
+
+REFUSED_SUITE = """
+import pytest
+
+@pytest.mark.parametrize("n", range({tests}))
+def test_box(nf_sandbox, n):
+    pass
+"""
+
+
+def requests_seen(api: EmulatorServer) -> int:
+    """API requests the emulator answered since its last reset (the control plane aside)."""
+    return int(api.control.state()["rateLimit"]["used"])
+
+
+def test_a_spec_the_api_refuses_is_not_made_ahead_again(
+    pytester: pytest.Pytester, api: EmulatorServer
+) -> None:
+    # A plan that does not exist: every create of this spec meets the same 400.
+    runs = {}
+    for tests in (1, 10):
+        pytester.makepyfile(test_refused=REFUSED_SUITE.format(tests=tests))
+        before = requests_seen(api)
+        result = run(pytester, "--nf-plan=nf-compute-9999")
+        runs[tests] = (requests_seen(api) - before, result)
+    (one, _), (ten, result) = runs[1], runs[10]
+    # Each test sends its own create (and gets the API's answer); after the first refusal
+    # warm-ahead sends none: nine more tests cost exactly nine more requests.
+    assert one >= 1
+    assert ten - one == 9
+    result.assert_outcomes(errors=10)
+    refusals = [
+        line
+        for line in result.stdout.lines
+        if line.startswith("E ")
+        and "Northflank refused creating sandbox" in line
+        and "plan nf-compute-9999 (from option --nf-plan)" in line
+    ]
+    assert len(refusals) == 10
+    # Nothing was created, so nothing was deleted or left behind.
+    assert counts(result) == {"created": 0, "deleted": 0}
+    assert "left behind" not in summary(result)
+    assert services(api) == []
+
+
+def test_a_transient_create_failure_does_not_stop_warm_ahead(
+    pytester: pytest.Pytester, api: EmulatorServer
+) -> None:
+    # The first test's create meets 503 twice (the client's own retry included): its test
+    # errors, but the spec is fine, so the later tests get sandboxes made ahead.
+    api.control.fail_next_creates(2, 503, "Service unavailable")
+    pytester.makepyfile(test_flaky=REFUSED_SUITE.format(tests=4))
+    result = run(pytester, "--nf-warm-ahead=3")
+    result.assert_outcomes(passed=3, errors=1)
+    assert "503 Service unavailable" in result.stdout.str()
+    assert counts(result) == {
+        "created": 3, "deleted": 3, "made": 3, "taken": 3, "unused": 0,
+    }  # fmt: skip
+    # The failed create left only an intent: the end-of-session sweep finds no such service
+    # and says nothing about it.
+    assert "left behind" not in summary(result)
+    assert services(api) == []

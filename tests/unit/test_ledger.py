@@ -60,3 +60,16 @@ def test_a_handover_moves_a_service_to_its_new_owner(tmp_path: Path) -> None:
         "a-id",
     )
     assert ledger.alive(owner="gw0-x:1") == []
+
+
+def test_a_refused_create_is_not_alive_and_keeps_its_reason(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger.record_intent(name="a", project_id="p", worker_id="m", owner="m:1")
+    ledger.record_intent(name="b", project_id="p", worker_id="m", owner="m:1")
+    ledger.record_refused("a", "400 'nf-compute-9999' is not a deployment plan")
+    ledger.record_deleted("b", found=False)
+    entries = {entry.name: entry for entry in ledger.entries()}
+    assert entries["a"].state == "refused"
+    assert entries["a"].extra == {"reason": "400 'nf-compute-9999' is not a deployment plan"}
+    assert (entries["b"].state, entries["b"].extra) == ("deleted", {"found": False})
+    assert ledger.alive() == []

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pytest_northflank.errors import (
     ApiError,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from pytest_northflank.settings import SandboxOptions, Settings
 
 DASHBOARD = "https://app.northflank.com"
+# The API host the dashboard belongs to (any other URL is an emulator or a proxy).
+NORTHFLANK_API_HOST = "api.northflank.com"
 USER_AGENT = "pytest-northflank"
 
 # A wait longer than this shows a progress line, and again every as long.
@@ -151,9 +154,11 @@ def open_client(state: PluginState, settings: Settings) -> NorthflankClient:
 
 
 def dashboard_url(settings: Settings, base_url: str, project_id: str, service_id: str) -> str:
-    """Where a person looks at a service: the Northflank dashboard, or the emulator's API."""
-    if settings.backend_in_use == "emulator":
-        return f"{base_url}/v1/projects/{project_id}/services/{service_id}"
+    """Where a person looks at a service: the Northflank dashboard when the API is Northflank's,
+    otherwise (the emulator, a standalone one included) the service's address in the API."""
+    if urlsplit(base_url).hostname != NORTHFLANK_API_HOST:
+        scope = f"/v1/teams/{settings.team}" if settings.team else "/v1"
+        return f"{base_url.rstrip('/')}{scope}/projects/{project_id}/services/{service_id}"
     team = settings.team or "personal"
     return f"{DASHBOARD}/t/{team}/project/{project_id}/services/{service_id}"
 

@@ -20,9 +20,6 @@ if TYPE_CHECKING:
 SECTION_COMMANDS = 30
 SECTION_LOG_LINES = 20
 
-# Where dashboard links and the Northflank CLI make sense (not a standalone emulator).
-NORTHFLANK_API_HOST = "api.northflank.com"
-
 
 def header_lines(raw: RawSettings) -> list[str]:
     """One loud line: which backend and why, and what a sandbox is made of.
@@ -306,6 +303,8 @@ def kept_lines(kept: list[KeptSandbox], run_id: str) -> list[str]:
         lines.append(f"  {box.name} ({service}project {box.project_id}; {why})")
         if box.backend != "northflank":
             continue
+        from pytest_northflank.provisioning import NORTHFLANK_API_HOST
+
         if urlsplit(box.api_url).hostname == NORTHFLANK_API_HOST:
             lines.append(f"    dashboard: {box.dashboard_url}")
             lines.append(

@@ -67,9 +67,9 @@ def test_sandboxes_on_the_remote_api(pytester: pytest.Pytester, api: EmulatorSer
         def test_box(nf_sandbox, nf_client):
             assert nf_sandbox.run("echo hi").stdout == "hi\\n"
             assert nf_client.base_url.startswith("http://127.0.0.1")
+            # Not Northflank's own API, so no dashboard: the service's address in this API.
             assert nf_sandbox.dashboard_url == (
-                "https://app.northflank.com/t/personal/project/default-project/services/"
-                + nf_sandbox.id
+                nf_client.base_url + "/v1/projects/default-project/services/" + nf_sandbox.id
             )
         """
     )
@@ -92,10 +92,26 @@ def test_team_routes_and_dashboard(pytester: pytest.Pytester, api: EmulatorServe
     pytester.makepyfile(
         test_team="""
         def test_box(nf_sandbox):
-            assert "/t/my-team/project/default-project/services/" in nf_sandbox.dashboard_url
+            url = nf_sandbox.dashboard_url
+            assert "/v1/teams/my-team/projects/default-project/services/" in url
         """
     )
     run(pytester, "--nf-team=my-team").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("team", "expected"),
+    [
+        (None, "https://app.northflank.com/t/personal/project/p/services/s"),
+        ("my-team", "https://app.northflank.com/t/my-team/project/p/services/s"),
+    ],
+)
+def test_the_dashboard_link_against_northflanks_api(team: str | None, expected: str) -> None:
+    from pytest_northflank.provisioning import dashboard_url
+    from pytest_northflank.settings import Settings
+
+    settings = Settings(team=team)
+    assert dashboard_url(settings, "https://api.northflank.com", "p", "s") == expected
 
 
 def test_spot_only_cluster_without_a_spot_tag(
@@ -257,7 +273,7 @@ def test_keep_on_failure_says_how_to_reach_and_delete(
             f"  delete them: pytest-northflank reap --run {run_id} --yes",
         ]
     )
-    assert "app.northflank.com" not in result.stdout.str().partition("-- northflank --")[2]
+    assert "app.northflank.com" not in result.stdout.str()  # nor in the failure section
     # The kept sandbox is alive and usable after pytest has exited.
     with NorthflankClient(api.token, base_url=api.url) as client:
         assert client.run(PROJECT, name, "echo still here").stdout == b"still here\n"
@@ -284,6 +300,5 @@ def test_a_delete_that_fails_is_reported(pytester: pytest.Pytester, api: Emulato
         " in project default-project): the API token may not do this (deleting service nft-",
         "): 403 Insufficient permissions",
         "Its API role needs the permission Project > Services > General > Delete",
-        "Delete it by hand: https://app.northflank.com/t/personal/project/default-project/"
-        "services/nft-",
+        f"Delete it by hand: {api.url}/v1/projects/default-project/services/nft-",
     )

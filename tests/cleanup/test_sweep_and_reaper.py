@@ -27,8 +27,12 @@ def _service_names(emulator: EmulatorServer) -> set[str]:
         return {service.name for service in client.list_services(PROJECT)}
 
 
-def _create(client: NorthflankClient, ledger: Ledger, name: str, owner: str = "m:1") -> None:
+def _intent(ledger: Ledger, name: str, owner: str = "m:1") -> None:
     ledger.record_intent(name=name, project_id=PROJECT, worker_id="m", owner=owner)
+
+
+def _create(client: NorthflankClient, ledger: Ledger, name: str, owner: str = "m:1") -> None:
+    _intent(ledger, name, owner)
     service = client.create_deployment_service(
         PROJECT, DeploymentServiceSpec(name=name, command="sleep infinity")
     )
@@ -42,10 +46,10 @@ def test_sweep_deletes_created_and_in_flight_services_only(
     with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as client:
         _create(client, ledger, "nft-aaaaaa-m-1")
         # Create sent, process died before recording the id: found by name.
-        ledger.record_intent(name="nft-aaaaaa-m-2", project_id=PROJECT, worker_id="m", owner="m:1")
+        _intent(ledger, "nft-aaaaaa-m-2")
         client.create_deployment_service(PROJECT, DeploymentServiceSpec(name="nft-aaaaaa-m-2"))
         # Intent only, create never sent: nothing to delete, still marked done.
-        ledger.record_intent(name="nft-aaaaaa-m-3", project_id=PROJECT, worker_id="m", owner="m:1")
+        _intent(ledger, "nft-aaaaaa-m-3")
         # Another run's service and a human's service.
         client.create_deployment_service(PROJECT, DeploymentServiceSpec(name="nft-bbbbbb-m-1"))
         client.create_deployment_service(PROJECT, DeploymentServiceSpec(name="my-database"))
@@ -73,10 +77,10 @@ def test_sweep_counts_only_services_that_existed_as_deleted(
         ids = {entry.name: entry.service_id for entry in ledger.entries()}
         emulator_clean.control.delete_service(PROJECT, str(ids["nft-ffffff-m-2"]))
         # Create sent and refused by the API: nothing was made, nothing to look for.
-        ledger.record_intent(name="nft-ffffff-m-3", project_id=PROJECT, worker_id="m", owner="m:1")
+        _intent(ledger, "nft-ffffff-m-3")
         ledger.record_refused("nft-ffffff-m-3", "400 not a deployment plan")
         # Create sent, then the process died: no service by that name ever appeared.
-        ledger.record_intent(name="nft-ffffff-m-4", project_id=PROJECT, worker_id="m", owner="m:1")
+        _intent(ledger, "nft-ffffff-m-4")
 
         alive = ledger.alive()
         assert [entry.name for entry in alive] == [

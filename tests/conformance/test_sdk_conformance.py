@@ -122,20 +122,21 @@ def test_directory_upload_and_download(
     (source / "top.txt").write_text("top\n")
     (source / "nested" / "data.bin").write_bytes(os.urandom(70_000))
     (source / "nested" / "deeper" / "unicode-é.txt").write_text("é✓\n")
-    sdk.files.upload(
-        project_id=PROJECT, service_id=sid, local_path=str(source), remote_path="/srv/data"
-    )
+    # A path relative to the sandbox's working directory: private in either isolation mode
+    # (with the directory fallback an absolute /srv/data would be this machine's).
+    remote = "conformance-data"
+    sdk.files.upload(project_id=PROJECT, service_id=sid, local_path=str(source), remote_path=remote)
     listing = sdk.exec.run_service_command(
-        project_id=PROJECT, service_id=sid, command=["find", "/srv/data", "-type", "f"]
+        project_id=PROJECT, service_id=sid, command=["find", remote, "-type", "f"]
     )
     assert sorted(listing.stdout.split()) == [
-        "/srv/data/nested/data.bin",
-        "/srv/data/nested/deeper/unicode-é.txt",
-        "/srv/data/top.txt",
+        f"{remote}/nested/data.bin",
+        f"{remote}/nested/deeper/unicode-é.txt",
+        f"{remote}/top.txt",
     ]
     target = tmp_path / "target"
     sdk.files.download(
-        project_id=PROJECT, service_id=sid, remote_path="/srv/data", local_path=str(target)
+        project_id=PROJECT, service_id=sid, remote_path=remote, local_path=str(target)
     )
     assert tree(target) == tree(source)
 
@@ -148,15 +149,15 @@ def test_a_5_mib_random_binary_file_round_trip(
     local = tmp_path / "blob.bin"
     local.write_bytes(payload)
     sdk.files.upload(
-        project_id=PROJECT, service_id=sid, local_path=str(local), remote_path="/data/blob.bin"
+        project_id=PROJECT, service_id=sid, local_path=str(local), remote_path="data/blob.bin"
     )
     digest = sdk.exec.run_service_command(
-        project_id=PROJECT, service_id=sid, command=["sha256sum", "/data/blob.bin"]
+        project_id=PROJECT, service_id=sid, command=["sha256sum", "data/blob.bin"]
     )
     assert digest.stdout.split()[0] == hashlib.sha256(payload).hexdigest()
     back = tmp_path / "back"
     sdk.files.download(
-        project_id=PROJECT, service_id=sid, remote_path="/data/blob.bin", local_path=str(back)
+        project_id=PROJECT, service_id=sid, remote_path="data/blob.bin", local_path=str(back)
     )
     assert (back / "blob.bin").read_bytes() == payload
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,12 +20,6 @@ from pytest_northflank.settings import resolve
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
-
-
-@pytest.fixture
-def client(emulator_clean: EmulatorServer) -> Iterator[NorthflankClient]:
-    with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as api:
-        yield api
 
 
 def provisioner(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,12 +27,6 @@ if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
 
 PROJECT = "default-project"
-
-
-@pytest.fixture
-def client(emulator_clean: EmulatorServer) -> Iterator[NorthflankClient]:
-    with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as api:
-        yield api
 
 
 def provisioner(

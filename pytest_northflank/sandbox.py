@@ -166,14 +166,12 @@ def build_argv(
 ) -> list[str]:
     """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``env``
     and ``cwd`` applied inside the sandbox. Every user value stays one argv element."""
+    from pytest_northflank.client.exec import check_command_text, check_no_nul
+
     if isinstance(command, (bytes, bytearray)):
         raise TypeError("the command must be a str or a list of str, not bytes")
     if isinstance(command, str):
-        if "\0" in command:
-            raise ArgumentError(
-                "the command contains a NUL character, which no program can receive "
-                f"(at position {command.index(chr(0))})"
-            )
+        check_command_text(command)
         argv = ["sh", "-c", command]
     else:
         for part in command:
@@ -182,13 +180,7 @@ def build_argv(
         argv = [os.fspath(part) for part in command]
         if not argv:
             raise ArgumentError("the command is an empty list")
-        for position, part in enumerate(argv):
-            if "\0" in part:
-                what = "the program name" if position == 0 else f"argument {position}"
-                raise ArgumentError(
-                    f"{what} of the command contains a NUL character, which no program can "
-                    "receive (arguments end at the first NUL)"
-                )
+        check_no_nul(argv)
     if cwd is not None:
         argv = ["sh", "-c", _CD_AND_EXEC, "sh", os.fspath(cwd), *argv]
     if cwd is not None and "\0" in os.fspath(cwd):

@@ -57,8 +57,10 @@ __all__ = [
     "ExecResult",
     "ExecSession",
     "ExecSessionInfo",
+    "check_command_text",
     "check_count",
     "check_ids",
+    "check_no_nul",
     "check_terminal_size",
     "check_timeout",
     "command_argv",
@@ -183,7 +185,17 @@ def describe_argv(argv: Sequence[str]) -> str:
     return text if len(text) <= _DESCRIBE_LIMIT else text[:_DESCRIBE_LIMIT] + "..."
 
 
-def _check_no_nul(argv: Sequence[str]) -> None:
+def check_command_text(command: str) -> None:
+    """Refuse (``ArgumentError``) a command string holding a NUL, saying where."""
+    if "\0" in command:
+        raise ArgumentError(
+            "the command contains a NUL character, which no program can receive "
+            f"(at position {command.index(chr(0))})"
+        )
+
+
+def check_no_nul(argv: Sequence[str]) -> None:
+    """Refuse (``ArgumentError``) an argv with a NUL in any element, naming the element."""
     for position, arg in enumerate(argv):
         if "\0" in arg:
             name = "the program name" if position == 0 else f"argument {position}"
@@ -203,11 +215,7 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
     if isinstance(command, str):
         if not command.strip():
             raise ArgumentError("command must not be empty")
-        if "\0" in command:
-            raise ArgumentError(
-                "the command contains a NUL character, which no program can receive "
-                f"(at position {command.index(chr(0))})"
-            )
+        check_command_text(command)
         if shell is None:
             return ["sh", "-c", command]
         if shell == "none":
@@ -215,7 +223,7 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
         prefix = shlex.split(shell)
         if not prefix:
             raise ArgumentError(f"shell {shell!r} is empty")
-        _check_no_nul(prefix)
+        check_no_nul(prefix)
         return [*prefix, command]
     argv = list(command)
     if not argv:
@@ -224,7 +232,7 @@ def command_argv(command: str | Sequence[str], shell: str | None = None) -> list
         raise TypeError(f"command argv must be strings, got {argv!r}")
     if shell not in (None, "none"):
         raise ArgumentError(f"shell={shell!r} applies to a command string, not an argv list")
-    _check_no_nul(argv)
+    check_no_nul(argv)
     return argv
 
 

@@ -84,6 +84,8 @@ class DepthPolicy(Protocol):
     """How many sandboxes one process keeps provisioning ahead, told what the pool sees."""
 
     mode: Literal["auto", "fixed"]
+    #: The most :meth:`depth` ever returns.
+    cap: int
 
     def note_provisioning(self, seconds: float) -> None:
         """A sandbox became ready ``seconds`` after its create request was sent."""
@@ -109,7 +111,7 @@ class FixedDepth:
     mode: Literal["auto", "fixed"] = "fixed"
 
     def __init__(self, depth: int) -> None:
-        self.fixed = depth
+        self.cap = depth
 
     def note_provisioning(self, seconds: float) -> None:
         pass
@@ -121,11 +123,11 @@ class FixedDepth:
         pass
 
     def depth(self, *, remaining: int, may_grow: bool) -> int:
-        return self.fixed
+        return self.cap
 
     @property
     def reached(self) -> int:
-        return self.fixed
+        return self.cap
 
 
 class AutoDepth:
@@ -514,8 +516,7 @@ class WarmPool:
         self.shelf = shelf
         self.policy = FixedDepth(depth) if isinstance(depth, int) else depth
         self.owner = owner
-        most = self.policy.fixed if isinstance(self.policy, FixedDepth) else AUTO_CAP
-        self.concurrency = max(1, min(concurrency, most))
+        self.concurrency = max(1, min(concurrency, self.policy.cap))
         # Asked before making more (False: the run's request quota is running low).
         self._allowed = allowed
         self._clock = clock

@@ -153,10 +153,16 @@ def open_client(state: PluginState, settings: Settings) -> NorthflankClient:
     return client
 
 
+def is_northflank_api(base_url: str) -> bool:
+    """Whether ``base_url`` is Northflank's own API (not an emulator or a proxy): where its
+    dashboard and CLI apply."""
+    return urlsplit(base_url).hostname == NORTHFLANK_API_HOST
+
+
 def dashboard_url(settings: Settings, base_url: str, project_id: str, service_id: str) -> str:
     """Where a person looks at a service: the Northflank dashboard when the API is Northflank's,
     otherwise (the emulator, a standalone one included) the service's address in the API."""
-    if urlsplit(base_url).hostname != NORTHFLANK_API_HOST:
+    if not is_northflank_api(base_url):
         scope = f"/v1/teams/{settings.team}" if settings.team else "/v1"
         return f"{base_url.rstrip('/')}{scope}/projects/{project_id}/services/{service_id}"
     team = settings.team or "personal"

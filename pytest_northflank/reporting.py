@@ -6,7 +6,6 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import pytest
@@ -69,7 +68,6 @@ class KeptSandbox:
     dashboard_url: str
     backend: str
     api_url: str
-    team: str | None
     tests: list[str] = field(default_factory=list)
     failed_tests: list[str] = field(default_factory=list)
 
@@ -82,7 +80,6 @@ class KeptSandbox:
             dashboard_url=sandbox.dashboard_url,
             backend=settings.backend_in_use,
             api_url=settings.api_url,
-            team=settings.team,
             tests=list(sandbox.tests),
             failed_tests=list(sandbox.failed_tests),
         )
@@ -303,19 +300,16 @@ def kept_lines(kept: list[KeptSandbox], run_id: str) -> list[str]:
         lines.append(f"  {box.name} ({service}project {box.project_id}; {why})")
         if box.backend != "northflank":
             continue
-        from pytest_northflank.provisioning import NORTHFLANK_API_HOST
+        from pytest_northflank.provisioning import is_northflank_api
 
-        if urlsplit(box.api_url).hostname == NORTHFLANK_API_HOST:
+        if is_northflank_api(box.api_url):
             lines.append(f"    dashboard: {box.dashboard_url}")
             lines.append(
                 f"    shell:  northflank exec service --project {box.project_id} "
                 f"--service {box.service_id}   (the Northflank CLI)"
             )
-        else:
-            path = f"/projects/{box.project_id}/services/{box.service_id}"
-            lines.append(
-                f"    api:    {box.api_url}/v1{f'/teams/{box.team}' if box.team else ''}{path}"
-            )
+        else:  # not Northflank's API: dashboard_url is the service's address in it
+            lines.append(f"    api:    {box.dashboard_url}")
     if any(box.backend == "northflank" for box in kept):
         lines.append(f"  delete them: pytest-northflank reap --run {run_id} --yes")
     if any(box.backend == "emulator" for box in kept):

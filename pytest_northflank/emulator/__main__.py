@@ -45,7 +45,10 @@ def _port(text: str) -> int:
     return value
 
 
-def build_parser(prog: str = "python -m pytest_northflank.emulator") -> argparse.ArgumentParser:
+PROG = "python -m pytest_northflank.emulator"
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve a local Northflank API emulator until interrupted.",
@@ -109,9 +112,9 @@ def _watch_process(pid: int, stop_requested: threading.Event) -> None:
     threading.Thread(target=watch, name="emulator-exit-with-pid", daemon=True).start()
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Serve until interrupted; ``prog`` is how help and errors name the command."""
-    args = (build_parser(prog) if prog else build_parser()).parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     from pytest_northflank.emulator.server import EmulatorServer
 
     token = args.token or os.environ.get(TOKEN_ENV) or None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pytest_northflank._version import __version__
 from pytest_northflank.errors import (
     ApiError,
     ApiValidationError,
@@ -34,8 +35,6 @@ from pytest_northflank.errors import (
 
 if TYPE_CHECKING:
     from pytest_northflank.sandbox import CommandResult, Sandbox
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ApiError",

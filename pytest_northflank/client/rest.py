@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from pytest_northflank import __version__
+from pytest_northflank._version import __version__
 from pytest_northflank.checks import describe_url, token_problem, url_problem
 from pytest_northflank.client.models import RateLimitStatus
 from pytest_northflank.errors import (

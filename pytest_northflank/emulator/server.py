@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import uvicorn
 
+from pytest_northflank._version import __version__
 from pytest_northflank.emulator.app import create_app
 from pytest_northflank.emulator.context import EmulatorContext
 from pytest_northflank.emulator.control import EmulatorControl
@@ -41,8 +42,6 @@ _denial_noise = _DenialNoise()
 
 
 def _version() -> str:
-    from pytest_northflank import __version__
-
     return __version__
 
 

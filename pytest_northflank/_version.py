@@ -1,0 +1,3 @@
+"""The package version: a leaf, so every layer (client and emulator included) can name it."""
+
+__version__ = "0.1.0"

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
+from pytest_northflank.config.options import DEFAULTS, token_from_environment
 from pytest_northflank.errors import NorthflankError
-from pytest_northflank.ownership import ServiceOwner, parse_description
-from pytest_northflank.plugin import DEFAULTS, token_from_environment
+from pytest_northflank.run.ownership import ServiceOwner, parse_description
 
 if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient

@@ -19,10 +19,11 @@ from pytest_northflank.errors import (
     FileTransferError,
     NorthflankError,
 )
+from pytest_northflank.redaction import mask, secret_values
 
 if TYPE_CHECKING:
     from pytest_northflank.client import LogLine, NorthflankClient
-    from pytest_northflank.settings import SandboxOptions
+    from pytest_northflank.config.settings import SandboxOptions
 
 __all__ = ["CommandRecord", "CommandResult", "Sandbox"]
 
@@ -31,35 +32,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # How much of the output a failed check() or a timeout shows.
 FAILURE_TAIL_LINES = 20
 FAILURE_TAIL_CHARS = 4000
-# Environment variables whose names say they hold a secret: their values are masked in the
-# messages and reports this plugin writes (command output itself stays exact).
-_SECRET_NAME = re.compile(
-    r"PASS|PWD|SECRET|TOKEN|KEY|CREDENTIAL|AUTH|PRIVATE|CERT|SIGNATURE|SALT|COOKIE|SESSION|DSN",
-    re.IGNORECASE,
-)
-MASK = "***"
-
-
-def secret_values(*envs: Mapping[str, str] | None) -> tuple[str, ...]:
-    """The values of the variables in ``envs`` whose names look secret (``DB_PASSWORD``,
-    ``API_KEY``...), longest first so that no part of a longer one is left showing."""
-    found = {
-        value
-        for env in envs
-        if env
-        for name, value in env.items()
-        if value and _SECRET_NAME.search(name)
-    }
-    return tuple(sorted(found, key=len, reverse=True))
-
-
-def mask(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every occurrence of ``secrets`` replaced by ``***``."""
-    for secret in secrets:
-        text = text.replace(secret, MASK)
-    return text
-
-
 # cwd is applied inside the sandbox by a tiny shell program that gets the directory and the
 # command as positional arguments, so no quoting of user text is ever needed.
 _CD_AND_EXEC = 'cd -- "$1" && shift && exec "$@"'

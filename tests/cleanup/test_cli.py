@@ -12,7 +12,7 @@ import pytest
 from pytest_northflank.cli import main
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.models import DeploymentServiceSpec
-from pytest_northflank.ownership import Ownership
+from pytest_northflank.run.ownership import Ownership
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_northflank.cleanup import sweep
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.models import DeploymentServiceSpec
-from pytest_northflank.ledger import Ledger
-from pytest_northflank.reaper import ReaperProcess
+from pytest_northflank.run.ledger import Ledger
+from pytest_northflank.run.reaper import ReaperProcess
+from pytest_northflank.run.sweep import sweep
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer
@@ -142,8 +142,8 @@ import os, sys, time
 from pathlib import Path
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.models import DeploymentServiceSpec
-from pytest_northflank.ledger import Ledger
-from pytest_northflank.reaper import ReaperProcess
+from pytest_northflank.run.ledger import Ledger
+from pytest_northflank.run.reaper import ReaperProcess
 
 url, token, ledger_path, run = sys.argv[1:5]
 ledger = Ledger(Path(ledger_path))

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.models import DeploymentServiceSpec
-from pytest_northflank.ownership import Ownership, new_run_id
+from pytest_northflank.run.ownership import Ownership, new_run_id
 
 TOKEN = os.environ.get("NORTHFLANK_API_TOKEN", "")
 PROJECT = os.environ.get("NORTHFLANK_PROJECT_ID", "")

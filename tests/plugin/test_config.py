@@ -522,7 +522,7 @@ def test_explicit_p_northflank_without_autoload(
 @pytest.mark.parametrize(
     "code",
     [
-        "import pytest_northflank.plugin",
+        "import pytest_northflank.plugin.hooks",
         "import pytest_northflank; pytest_northflank.CommandFailed",
         "import pytest; pytest.main(['--collect-only', '-q', '-p', 'northflank'])",
     ],

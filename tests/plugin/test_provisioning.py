@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.models import DeploymentServiceSpec
+from pytest_northflank.config.settings import resolve
 from pytest_northflank.errors import ReadyTimeout
-from pytest_northflank.ledger import Ledger
-from pytest_northflank.ownership import Ownership
-from pytest_northflank.provisioning import Provisioner
-from pytest_northflank.reporting import RunStats
-from pytest_northflank.settings import resolve
+from pytest_northflank.provisioning.provisioner import Provisioner
+from pytest_northflank.run.ledger import Ledger
+from pytest_northflank.run.ownership import Ownership
+from pytest_northflank.run.stats import RunStats
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer

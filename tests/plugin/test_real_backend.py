@@ -107,8 +107,8 @@ def test_team_routes_and_dashboard(pytester: pytest.Pytester, api: EmulatorServe
     ],
 )
 def test_the_dashboard_link_against_northflanks_api(team: str | None, expected: str) -> None:
-    from pytest_northflank.provisioning import dashboard_url
-    from pytest_northflank.settings import Settings
+    from pytest_northflank.config.endpoints import dashboard_url
+    from pytest_northflank.config.settings import Settings
 
     settings = Settings(team=team)
     assert dashboard_url(settings, "https://api.northflank.com", "p", "s") == expected

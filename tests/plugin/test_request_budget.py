@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_northflank.budget import FILE_NAME, SharedListing, SharedQuota
 from pytest_northflank.client import NorthflankClient, RateLimitStatus
+from pytest_northflank.config.settings import SandboxOptions, resolve
 from pytest_northflank.errors import NotFoundError
-from pytest_northflank.ledger import Ledger
-from pytest_northflank.ownership import Ownership
-from pytest_northflank.pool import Shelf, WarmPool
-from pytest_northflank.provisioning import Provisioner
-from pytest_northflank.readiness import ReadinessBoard
-from pytest_northflank.reporting import RunStats
-from pytest_northflank.settings import SandboxOptions, resolve
+from pytest_northflank.provisioning.budget import FILE_NAME, SharedListing, SharedQuota
+from pytest_northflank.provisioning.provisioner import Provisioner
+from pytest_northflank.provisioning.readiness import ReadinessBoard
+from pytest_northflank.provisioning.warm_ahead import Shelf, WarmPool
+from pytest_northflank.run.ledger import Ledger
+from pytest_northflank.run.ownership import Ownership
+from pytest_northflank.run.stats import RunStats
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer

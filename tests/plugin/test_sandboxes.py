@@ -548,7 +548,7 @@ def test_directory_isolation_on_request(pytester: pytest.Pytester) -> None:
 def test_a_long_wait_shows_progress_and_a_short_one_does_not(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
-        import pytest_northflank.provisioning as provisioning
+        import pytest_northflank.provisioning.provisioner as provisioning
 
         provisioning.PROGRESS_AFTER = 0.3  # instead of 10 s, to keep this test quick
         """

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_northflank.client import NorthflankClient
-from pytest_northflank.pool import AUTO_CAP
+from pytest_northflank.provisioning.depth import AUTO_CAP
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer

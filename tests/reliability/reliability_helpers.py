@@ -11,8 +11,8 @@ import pytest
 from northflank_environment import NF_VARIABLES
 
 from pytest_northflank.client import DeploymentServiceSpec, NorthflankClient
+from pytest_northflank.config.settings import SandboxOptions
 from pytest_northflank.sandbox import Sandbox
-from pytest_northflank.settings import SandboxOptions
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer

@@ -30,7 +30,7 @@ from pytest_northflank.errors import (
     ConfigError,
     FileTransferError,
 )
-from pytest_northflank.ownership import MAX_NAME_LENGTH, SERVICE_NAME_RE, Ownership
+from pytest_northflank.run.ownership import MAX_NAME_LENGTH, SERVICE_NAME_RE, Ownership
 
 if TYPE_CHECKING:
     from pytest_northflank.emulator import EmulatorServer

@@ -160,7 +160,8 @@ def test_no_secret_in_anything_an_embedded_emulator_run_writes(pytester: pytest.
 
 
 def test_secret_looking_values_are_masked_and_others_are_not(tmp_path: Path) -> None:
-    from pytest_northflank.sandbox import CommandResult, mask, secret_values
+    from pytest_northflank.redaction import mask, secret_values
+    from pytest_northflank.sandbox import CommandResult
 
     env = {"DB_PASSWORD": "hunter2-long", "GITHUB_TOKEN": "gh-123", "MODE": "test", "KEY": ""}
     found = secret_values(env, {"AWS_SECRET_ACCESS_KEY": "aws/abc", "PATH": "/usr/bin"})

@@ -1,4 +1,4 @@
-"""The run's shared rate-limit figures (pytest_northflank.budget): what is kept, and the pace."""
+"""The run's shared rate-limit figures (provisioning/budget.py): what is kept, and the pace."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_northflank.budget import FILE_NAME, SharedQuota
 from pytest_northflank.client import RateLimitStatus
+from pytest_northflank.provisioning.budget import FILE_NAME, SharedQuota
 
 NOW = 1_800_000_000.0
 
@@ -85,7 +85,7 @@ def test_the_figures_cross_process_boundaries(tmp_path: Path) -> None:
         "import sys\n"
         "from datetime import datetime, timezone\n"
         "from pathlib import Path\n"
-        "from pytest_northflank.budget import SharedQuota\n"
+        "from pytest_northflank.provisioning.budget import SharedQuota\n"
         "from pytest_northflank.client import RateLimitStatus\n"
         "SharedQuota(Path(sys.argv[1])).publish(RateLimitStatus(limit=1000, remaining=7,"
         " reset_after=100.0, observed_at=datetime.now(timezone.utc)))\n"

@@ -2,7 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_northflank.ledger import Ledger
+from pytest_northflank.run.ledger import Ledger
 
 
 def test_replay_gives_each_service_its_latest_state(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_concurrent_writers_lose_no_record(tmp_path: Path) -> None:
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from pytest_northflank.ledger import Ledger\n"
+        "from pytest_northflank.run.ledger import Ledger\n"
         "ledger = Ledger(Path(sys.argv[1]))\n"
         "for i in range(50):\n"
         "    ledger.record_intent(name=f'{sys.argv[2]}-{i}', project_id='p',"

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_northflank.ownership import (
+from pytest_northflank.run.ownership import (
     MAX_NAME_LENGTH,
     SERVICE_NAME_RE,
     Ownership,

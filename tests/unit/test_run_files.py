@@ -2,7 +2,7 @@ import json
 import stat
 from pathlib import Path
 
-from pytest_northflank.run_files import replace_json
+from pytest_northflank.run.files import replace_json
 
 
 def test_replace_json_creates_parents_replaces_whole_files_and_leaves_no_scratch(

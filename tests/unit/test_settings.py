@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from pytest_northflank.errors import ConfigError
-from pytest_northflank.plugin import OPTIONS
-from pytest_northflank.settings import (
+from pytest_northflank.config.options import OPTIONS
+from pytest_northflank.config.settings import (
     SANDBOX_KEYWORDS,
     SandboxOptions,
     Settings,
@@ -18,6 +17,7 @@ from pytest_northflank.settings import (
     resolve,
     validate_marker,
 )
+from pytest_northflank.errors import ConfigError
 
 INI = Path("/proj/pytest.ini")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_northflank.pool import (
+from pytest_northflank.provisioning.depth import (
     AUTO_CAP,
     AUTO_START,
     AutoDepth,

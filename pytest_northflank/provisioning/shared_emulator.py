@@ -22,10 +22,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from pytest_northflank.errors import EmulatorError
-from pytest_northflank.reaper import pid_alive
-from pytest_northflank.run_files import replace_json
+from pytest_northflank.run.files import RunDir, replace_json
+from pytest_northflank.run.reaper import pid_alive
 
-INFO_FILE = "emulator.json"
+INFO_FILE = RunDir.EMULATOR_INFO
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
 START_TIMEOUT = 30.0
 
@@ -85,12 +85,12 @@ def find_or_start(
 ) -> SharedEmulator:
     """The run's emulator, started by whichever process asks first."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(run_dir / "emulator.lock")):
+    with FileLock(str(run_dir / RunDir.EMULATOR_LOCK)):
         running = find(run_dir)
         if running is not None:
             return running
         token = f"nf-emulator-{secrets.token_urlsafe(24)}"
-        log_path = run_dir / "emulator.log"
+        log_path = run_dir / RunDir.EMULATOR_LOG
         argv = [sys.executable, "-m", "pytest_northflank.emulator", "--port", "0"]
         argv += ["--isolation", isolation, "--ready-delay", str(ready_delay)]
         argv += ["--project", project_id, "--exit-with-pid", str(exit_with_pid)]

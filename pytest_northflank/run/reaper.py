@@ -21,7 +21,10 @@ import time
 from pathlib import Path
 from typing import IO
 
-from pytest_northflank.ledger import Ledger
+from pytest_northflank.client import NorthflankClient
+from pytest_northflank.run.files import RunDir
+from pytest_northflank.run.ledger import Ledger
+from pytest_northflank.run.sweep import sweep
 
 CLEAN = b"clean"
 _ABANDONED: list[subprocess.Popen[bytes]] = []
@@ -67,7 +70,7 @@ class ReaperProcess:
     ) -> ReaperProcess:
         """Start watching; ``run_dir`` (the run's files) is removed once the reaper has deleted
         everything, as pytest itself removes it after a clean finish."""
-        argv = [sys.executable, "-m", "pytest_northflank.reaper", "--ledger", str(ledger_path)]
+        argv = [sys.executable, "-m", "pytest_northflank.run.reaper", "--ledger", str(ledger_path)]
         argv += ["--base-url", base_url]
         if team_id:
             argv += ["--team", team_id]
@@ -75,7 +78,7 @@ class ReaperProcess:
             argv += ["--run-dir", str(run_dir)]
         env = dict(os.environ)
         env[TOKEN_ENV] = token
-        log_path = log_path or ledger_path.with_name("reaper.log")
+        log_path = log_path or ledger_path.with_name(RunDir.REAPER_LOG)
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 argv,
@@ -120,9 +123,6 @@ class ReaperProcess:
 
 def reap(ledger: Ledger, base_url: str, token: str, team_id: str | None) -> int:
     """Delete what the run left behind; return the number of services that could not be deleted."""
-    from pytest_northflank.cleanup import sweep
-    from pytest_northflank.client import NorthflankClient
-
     # Workers may outlive the controller for a moment and still be creating: wait for them
     # (bounded), then sweep until the ledger lists nothing alive.
     wait_until = time.monotonic() + 30.0
@@ -149,7 +149,7 @@ def reap(ledger: Ledger, base_url: str, token: str, team_id: str | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_northflank.reaper")
+    parser = argparse.ArgumentParser(prog="python -m pytest_northflank.run.reaper")
     parser.add_argument("--ledger", type=Path, required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--team", default=None)

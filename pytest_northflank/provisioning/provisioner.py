@@ -1,5 +1,8 @@
 """From sandbox options to a ready service and back: create, wait for readiness, delete.
 
+(About 540 lines: one class whose steps share its lock, ledger and stats; the texts that explain
+failures live in :mod:`.messages` and the clients in :mod:`.backend`.)
+
 The three steps are separate methods of :class:`Provisioner` (``create``, ``wait_ready``,
 ``delete``) so that cleanup and warm-ahead provisioning can drive them on their own. API errors
 that real accounts run into first (``northflank-api.md`` section 10) are turned here into
@@ -8,185 +11,48 @@ messages that say what to do.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
+from pytest_northflank.client import NorthflankClient
+from pytest_northflank.client.models import DeploymentServiceSpec, Service
+from pytest_northflank.config.endpoints import dashboard_url
+from pytest_northflank.config.settings import SandboxOptions, Settings
 from pytest_northflank.errors import (
     ApiError,
-    ApiValidationError,
-    AuthenticationError,
     ConfigError,
     DeploymentFailed,
     NorthflankError,
     NotFoundError,
-    PermissionDeniedError,
     ProvisioningError,
-    RateLimitedError,
     ReadyTimeout,
 )
-from pytest_northflank.ownership import Ownership
-from pytest_northflank.sandbox import Sandbox, chronological, mask, secret_values
-
-if TYPE_CHECKING:
-    import pytest
-
-    from pytest_northflank.budget import SharedListing, SharedQuota
-    from pytest_northflank.client import NorthflankClient
-    from pytest_northflank.client.models import DeploymentServiceSpec, Service
-    from pytest_northflank.ledger import Ledger
-    from pytest_northflank.plugin import PluginState
-    from pytest_northflank.pool import Handover, WarmPool
-    from pytest_northflank.reporting import RunStats
-    from pytest_northflank.settings import SandboxOptions, Settings
-
-DASHBOARD = "https://app.northflank.com"
-# The API host the dashboard belongs to (any other URL is an emulator or a proxy).
-NORTHFLANK_API_HOST = "api.northflank.com"
-USER_AGENT = "pytest-northflank"
+from pytest_northflank.provisioning.budget import SharedListing, SharedQuota
+from pytest_northflank.provisioning.depth import depth_policy
+from pytest_northflank.provisioning.messages import (
+    create_was_refused,
+    explain_api_error,
+    explain_create_error,
+    not_ready_text,
+    refusal_recurs,
+)
+from pytest_northflank.provisioning.readiness import ReadinessBoard
+from pytest_northflank.provisioning.shelf import Shelf
+from pytest_northflank.provisioning.warm_ahead import Demand, Handover, WarmPool, plan
+from pytest_northflank.redaction import mask, secret_values
+from pytest_northflank.run.identity import Run
+from pytest_northflank.run.ledger import Ledger
+from pytest_northflank.run.ownership import Ownership
+from pytest_northflank.run.stats import KeptSandbox, RunStats
+from pytest_northflank.sandbox import Sandbox
 
 # A wait longer than this shows a progress line, and again every as long.
 PROGRESS_AFTER = 10.0
-LOG_LINES_IN_ERRORS = 20
-
-# The API role permission each call needs (names from the official Python client).
-PERMISSIONS = {
-    "create": "Project > Services > General > Create",
-    "read": "Project > Services > General > Read",
-    "delete": "Project > Services > General > Delete",
-    "projects": "Project > Projects > Manage > Read",
-    "tags": "Account > Platform > Tags > Read",
-}
-
-
-# Refusals of a create that mean the API made nothing, and that the same spec would meet again:
-# a body it rejects (a plan that does not exist, the spot-only rule: 400/422), a token it
-# rejects or that lacks a permission, a project that does not exist.
-RECURRING_REFUSALS = (ApiValidationError, AuthenticationError, PermissionDeniedError, NotFoundError)
-
-
-def create_was_refused(error: ApiError) -> bool:
-    """Whether the API answered a create with an error that means no service was made: a
-    recurring refusal, or 429 (the quota was spent before the request was looked at). A 409 is
-    not one (a service of that name exists), nor a 5xx (the create may have happened)."""
-    return isinstance(error, (*RECURRING_REFUSALS, RateLimitedError))
-
-
-def refusal_recurs(error: NorthflankError) -> bool:
-    """Whether a failed create would fail the same way for every sandbox of the same spec (not
-    a transient failure: 5xx, transport, 429). ``ConfigError``: the spec itself is invalid."""
-    return isinstance(error, (ConfigError, *RECURRING_REFUSALS))
-
-
-def _user_agent() -> str:
-    from pytest_northflank import __version__
-
-    return f"{USER_AGENT}/{__version__}"
-
-
-def embedded_emulator_endpoint(state: PluginState, settings: Settings) -> tuple[str, str]:
-    """URL and token of the embedded emulator, started on first use.
-
-    Without xdist it runs on a thread of this process and stops at session end. Under xdist all
-    workers share one emulator process (see :mod:`pytest_northflank.shared_emulator`), so a
-    run-wide sandbox and the controller's crash cleanup see the same API.
-    """
-    if state.emulator_endpoint is None:
-        from pytest_northflank import shared_emulator
-
-        shared = shared_emulator.find(state.run_dir) if state.is_controller else None
-        if state.is_controller and shared is None:
-            from pytest_northflank.emulator import EmulatorServer
-
-            server = EmulatorServer(
-                isolation=settings.emulator_isolation,
-                ready_delay=settings.emulator_ready_delay,
-                project_ids=(settings.project_in_use,),
-            )
-            server.start()
-            state.emulator = server
-            url, token = server.url, server.token
-            isolation, reason = str(server.isolation), server.isolation_reason
-        else:
-            if shared is None:
-                shared = shared_emulator.find_or_start(
-                    state.run_dir,
-                    exit_with_pid=os.getppid(),  # the xdist controller
-                    isolation=settings.emulator_isolation,
-                    ready_delay=settings.emulator_ready_delay,
-                    project_id=settings.project_in_use,
-                )
-            url, token = shared.url, shared.token
-            isolation, reason = shared.isolation, shared.isolation_reason
-        state.emulator_endpoint = (url, token)
-        state.require_stats().note_emulator(url, isolation, reason)
-    return state.emulator_endpoint
-
-
-def open_client(state: PluginState, settings: Settings) -> NorthflankClient:
-    """A client for the backend the settings chose (starting the embedded emulator if needed)."""
-    from pytest_northflank.client import NorthflankClient
-
-    if settings.backend_in_use == "emulator":
-        url, token = embedded_emulator_endpoint(state, settings)
-        client = NorthflankClient(
-            token, base_url=url, team_id=settings.team, user_agent=_user_agent()
-        )
-    else:
-        settings.check_usable()  # a conftest may have overridden nf_settings
-        if settings.token is None:
-            raise ConfigError("the northflank backend needs NORTHFLANK_API_TOKEN")
-        client = NorthflankClient(
-            settings.token.get_secret_value(),
-            base_url=settings.api_url,
-            team_id=settings.team,
-            user_agent=_user_agent(),
-        )
-    state.clients.append(client)
-    return client
-
-
-def is_northflank_api(base_url: str) -> bool:
-    """Whether ``base_url`` is Northflank's own API (not an emulator or a proxy): where its
-    dashboard and CLI apply."""
-    return urlsplit(base_url).hostname == NORTHFLANK_API_HOST
-
-
-def dashboard_url(settings: Settings, base_url: str, project_id: str, service_id: str) -> str:
-    """Where a person looks at a service: the Northflank dashboard when the API is Northflank's,
-    otherwise (the emulator, a standalone one included) the service's address in the API."""
-    if not is_northflank_api(base_url):
-        scope = f"/v1/teams/{settings.team}" if settings.team else "/v1"
-        return f"{base_url.rstrip('/')}{scope}/projects/{project_id}/services/{service_id}"
-    team = settings.team or "personal"
-    return f"{DASHBOARD}/t/{team}/project/{project_id}/services/{service_id}"
-
-
-def progress_writer(config: pytest.Config) -> Callable[[str], None] | None:
-    """A function printing one line on the terminal mid-test, or None where nobody would see it."""
-    if hasattr(config, "workerinput"):
-        return None  # an xdist worker's output goes nowhere
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is None:
-        return None
-    capture = config.pluginmanager.get_plugin("capturemanager")
-
-    def write(message: str) -> None:
-        with (
-            capture.global_and_fixture_disabled()
-            if capture is not None
-            else contextlib.nullcontext()
-        ):
-            reporter.write_line(f"northflank: {message}")
-
-    return write
 
 
 def _refuse_to_delete_shared(sandbox: Sandbox) -> None:
@@ -216,7 +82,6 @@ class Provisioner:
         shared_listing: SharedListing | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from pytest_northflank.readiness import ReadinessBoard
 
         self.client = client
         self.settings = settings
@@ -248,45 +113,47 @@ class Provisioner:
         self.alive: list[Sandbox] = []
 
     @classmethod
-    def for_session(
-        cls, state: PluginState, client: NorthflankClient, settings: Settings
+    def for_run(
+        cls,
+        run: Run,
+        client: NorthflankClient,
+        settings: Settings,
+        *,
+        demand: Sequence[Demand] = (),
+        progress: Callable[[str], None] | None = None,
+        register: Callable[[Sandbox], None] | None = None,
     ) -> Provisioner:
         """The provisioner of a pytest process: the run's ledger and shared rate-limit figures,
-        and (unless ``--nf-warm-ahead`` is 0) a warm-ahead pool for the collected tests."""
-        from pytest_northflank.budget import SharedListing, SharedQuota
-        from pytest_northflank.pool import workers_sharing_tests
-
-        workers = workers_sharing_tests(state.config)
+        and (unless ``--nf-warm-ahead`` is 0) a warm-ahead pool for ``demand``, the collected
+        tests that take an ``nf_sandbox``."""
+        workers = run.processes_sharing_tests
         provisioner = cls(
             client,
             settings,
-            state.require_stats(),
-            owner=Ownership(state.run_id, state.worker_id),
+            run.stats,
+            owner=Ownership(run.run_id, run.worker_id),
             project_id=settings.project_in_use,
-            progress=progress_writer(state.config),
-            ledger=state.ledger,
-            ledger_owner=state.ledger_owner,
-            register=state.sandboxes.append,
+            progress=progress,
+            ledger=run.ledger,
+            ledger_owner=run.ledger_owner,
+            register=register,
             create_missing_tags=settings.backend_in_use == "emulator",
-            quota=SharedQuota.in_run_dir(state.run_dir, processes=workers),
+            quota=SharedQuota(run.files.rate_limit, processes=workers),
             # xdist workers waiting at the same time share their listings.
             shared_listing=(
                 None
-                if state.is_controller
-                else SharedListing.in_run_dir(state.run_dir, settings.project_in_use)
+                if run.is_controller
+                else SharedListing(run.files.listing, settings.project_in_use)
             ),
         )
-        if settings.warm_ahead != 0 and state.sandbox_demand:
-            from pytest_northflank.pool import Shelf, WarmPool, depth_policy, plan
-
+        if settings.warm_ahead != 0 and demand:
             # Workers dealt tests at run time share one shelf; otherwise each has its own.
-            shelf = "warm-ahead.json" if workers > 1 else f"warm-ahead-{state.worker_id}.json"
             provisioner.pool = WarmPool(
                 provisioner,
-                plan(state.sandbox_demand, settings),
-                Shelf(state.run_dir / shelf),
+                plan(demand, settings),
+                Shelf(run.files.warm_ahead(None if workers > 1 else run.worker_id)),
                 depth=depth_policy(settings.warm_ahead),
-                owner=state.ledger_owner,
+                owner=run.ledger_owner,
                 allowed=lambda: not provisioner.quota_is_low(),
             )
         return provisioner
@@ -303,7 +170,6 @@ class Provisioner:
     def spec_for(
         self, options: SandboxOptions, hint: str, *, name: str | None = None
     ) -> DeploymentServiceSpec:
-        from pytest_northflank.client.models import DeploymentServiceSpec
 
         now = datetime.now(timezone.utc)
         owner, expiry = self.owner, self.settings.expiry
@@ -354,7 +220,9 @@ class Provisioner:
                 self.ledger.record_refused(spec.name, reason)
             if on_refused is not None and refusal_recurs(error):
                 on_refused()
-            raise ProvisioningError(self.explain_create_error(error, spec)) from None
+            raise ProvisioningError(
+                explain_create_error(self.client, self.settings, self.project_id, error, spec)
+            ) from None
         finally:
             self._publish_quota()
         if self.ledger is not None:
@@ -405,11 +273,20 @@ class Provisioner:
                 if seen.status == "COMPLETED":
                     return service
                 if seen.status == "FAILED":
-                    raise DeploymentFailed(self._not_ready_text(service, "its deployment FAILED"))
+                    raise DeploymentFailed(
+                        not_ready_text(
+                            self.client, self.project_id, service, "its deployment FAILED"
+                        )
+                    )
                 now = self._clock()
                 if now >= deadline:
                     raise ReadyTimeout(
-                        self._not_ready_text(service, f"it was not ready within {timeout:g} s")
+                        not_ready_text(
+                            self.client,
+                            self.project_id,
+                            service,
+                            f"it was not ready within {timeout:g} s",
+                        )
                         + "\nA slow cluster needs a longer wait: --nf-ready-timeout, ini "
                         "nf_ready_timeout, or @pytest.mark.nf_sandbox(ready_timeout=...)."
                     )
@@ -425,7 +302,7 @@ class Provisioner:
 
     def _explain_poll_error(self, error: NorthflankError, service_id: str) -> str:
         if isinstance(error, ApiError):
-            return self.explain_api_error(error, "read", f"reading service {service_id}")
+            return explain_api_error(self.settings, error, "read", f"reading service {service_id}")
         return f"reading service {service_id} failed: {error}"
 
     def quota_is_low(self) -> bool:
@@ -448,7 +325,9 @@ class Provisioner:
             raise ProvisioningError(
                 f"could not delete sandbox {sandbox.name} (service {sandbox.id} in project "
                 f"{self.project_id}): "
-                + self.explain_api_error(error, "delete", f"deleting service {sandbox.id}")
+                + explain_api_error(
+                    self.settings, error, "delete", f"deleting service {sandbox.id}"
+                )
                 + f"\nDelete it by hand: {sandbox.dashboard_url}"
             ) from None
         self._publish_quota()
@@ -564,7 +443,6 @@ class Provisioner:
         """Make a sandbox made ahead this process's (in the ledger too) and wait until it is
         ready; None if it was deleted meanwhile (its maker crashed and was cleaned up after)."""
         __tracebackhide__ = True  # users need the message, not our frames
-        from pytest_northflank.client.models import Service
 
         if handed.maker != self.ledger_owner and self.ledger is not None:
             self.ledger.record_handover(
@@ -616,8 +494,6 @@ class Provisioner:
             return
         keep = sandbox.options.keep
         if keep == "always" or (keep == "on-failure" and sandbox.failed_tests):
-            from pytest_northflank.reporting import KeptSandbox
-
             sandbox.kept = True
             with self._lock:
                 if sandbox in self.alive:
@@ -653,8 +529,6 @@ class Provisioner:
     def _after_failure(self, sandbox: Sandbox) -> str:
         """Delete a sandbox that never became ready (unless asked to keep), and say so."""
         if sandbox.options.keep != "never":
-            from pytest_northflank.reporting import KeptSandbox
-
             sandbox.kept = True
             if self.ledger is not None:
                 self.ledger.record_kept(sandbox.name)
@@ -667,148 +541,3 @@ class Provisioner:
         if not existed:
             return "\nThe sandbox was already gone (deleted from outside this run)."
         return "\nThe sandbox was deleted."
-
-    # ----------------------------------------------------------------------- messages
-
-    def _not_ready_text(self, service: Service, what: str) -> str:
-        status = service.deployment_status or "none"
-        reason = service.deployment_reason or "none given"
-        message = service.deployment_message
-        if message is None:
-            # A status seen in a listing has no message: ask for the service itself.
-            with contextlib.suppress(NorthflankError):
-                message = self.client.get_service(self.project_id, service.id).deployment_message
-        if message:
-            reason += f": {message}"
-        text = (
-            f"sandbox {service.name} (service {service.id} in project {self.project_id}) did not "
-            f"become ready: {what}; last status {status}, reason {reason}."
-        )
-        return text + self._log_tail(service.id)
-
-    def _log_tail(self, service_id: str) -> str:
-        try:
-            lines = self.client.fetch_logs(
-                self.project_id, service_id, line_limit=LOG_LINES_IN_ERRORS
-            )
-        except NorthflankError as error:
-            return f"\n(its logs could not be read: {error})"
-        if not lines:
-            return "\nIt wrote no log lines."
-        body = "\n".join(f"  {line.log}" for line in chronological(lines)[-LOG_LINES_IN_ERRORS:])
-        return f"\nLast log lines:\n{body}"
-
-    def explain_create_error(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
-        what = f"creating sandbox {spec.name} in project {self.project_id}"
-        message = (error.api_message or "").lower()
-        if "tag" in message and ("not found" in message or "does not exist" in message):
-            return self._unknown_tag_text(error, spec)
-        if "tagged as spot" in message or "spot nodes" in message:
-            return self._spot_text(error, spec)
-        if isinstance(error, NotFoundError):
-            return self._unknown_project_text(error)
-        if isinstance(error, ApiValidationError):
-            # The error text already summarises the API's details.
-            return mask(
-                f"Northflank refused {what}: {error}. The sandbox was: image {spec.image} "
-                f"(from {self._origin('image', spec.image)}), plan {spec.plan} (from "
-                f"{self._origin('plan', spec.plan)}), tags {list(spec.tags) or 'none'}.",
-                secret_values(spec.env),
-            )
-        return self.explain_api_error(error, "create", what)
-
-    def _origin(self, name: str, value: object) -> str:
-        """Where a sandbox option came from: the settings, or the test's own request."""
-        if getattr(self.settings, name) == value:
-            return self.settings.source_of(name)
-        return "the test's nf_sandbox marker or nf_sandbox_factory call"
-
-    def explain_api_error(self, error: ApiError, permission: str, what: str) -> str:
-        if isinstance(error, PermissionDeniedError):
-            return (
-                f"the API token may not do this ({what}): 403 {error.api_message}\n"
-                f"Its API role needs the permission {PERMISSIONS[permission]}: add it to the "
-                "token's API role (or template) in the dashboard, or use a token that has it."
-            )
-        if isinstance(error, AuthenticationError):
-            return (
-                f"the API rejected the token from {self.settings.token_source or 'the emulator'} "
-                f"({what}): 401 {error.api_message}\nCheck that it is valid and not expired."
-            )
-        if isinstance(error, RateLimitedError):
-            reset = (
-                f"; the quota resets in {error.reset_after:.0f} s"
-                if error.reset_after is not None
-                else ""
-            )
-            return f"the API's hourly request quota is spent ({what}){reset}."
-        return f"{what} failed: {error}"
-
-    def _spot_text(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
-        had = f" (this one had tags: {', '.join(spec.tags)})" if spec.tags else ""
-        head = (
-            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}".\n'
-            "The project's cluster has only spot nodes, so every service needs a tag whose "
-            f"useSpotNodes is on{had}.\n"
-        )
-        try:
-            spot = [tag.name for tag in self.client.list_tags() if tag.use_spot_nodes]
-        except PermissionDeniedError:
-            return (
-                f"{head}The token cannot list tags (that needs {PERMISSIONS['tags']}): find the "
-                "spot tag in the dashboard and pass it with --nf-tag NAME (ini: nf_tags = NAME)."
-            )
-        except NorthflankError as list_error:
-            return f"{head}(Listing the tags failed too: {list_error}.)"
-        if not spot:
-            return (
-                f"{head}No tag of this account has useSpotNodes: create one in the dashboard "
-                "with 'Use spot nodes' on, then pass it with --nf-tag NAME (ini: nf_tags = NAME)."
-            )
-        first = spot[0]
-        return (
-            f"{head}Tags with useSpotNodes: {', '.join(spot)}.\n"
-            f"Use one: --nf-tag {first} (ini: nf_tags = {first}; marker: "
-            f"@pytest.mark.nf_sandbox(tags=[{first!r}]))."
-        )
-
-    def _unknown_tag_text(self, error: ApiError, spec: DeploymentServiceSpec) -> str:
-        head = (
-            f'Northflank refused to create sandbox {spec.name}: "{error.api_message}".\n'
-            f"Services may only carry tags that exist (this one had: {', '.join(spec.tags)}).\n"
-        )
-        try:
-            names = [
-                f"{tag.name} (useSpotNodes)" if tag.use_spot_nodes else tag.name
-                for tag in self.client.list_tags()
-            ]
-        except NorthflankError as list_error:
-            return f"{head}(Listing the tags failed too: {list_error}.)"
-        return (
-            f"{head}Tags of this account: {', '.join(names) or 'none'}.\n"
-            "Fix --nf-tag / nf_tags or the marker's tags=, or create the tag in the dashboard."
-        )
-
-    def _unknown_project_text(self, error: ApiError) -> str:
-        source = self.settings.source_of("project")
-        head = f"project {self.project_id!r} (from {source}) was not found: {error.api_message}\n"
-        try:
-            projects = self.client.list_projects()
-        except PermissionDeniedError:
-            return (
-                f"{head}The token cannot list projects either (that needs "
-                f"{PERMISSIONS['projects']}); check the id in the dashboard URL."
-            )
-        except NorthflankError as list_error:
-            return f"{head}(Listing the projects failed too: {list_error}.)"
-        if not projects:
-            seen = "The token can see no project at all: is it a token of the right team?"
-        else:
-            listed = ", ".join(
-                f"{p.id} ({p.name})" if p.name and p.name != p.id else p.id for p in projects
-            )
-            seen = f"Projects this token can see: {listed}."
-        return (
-            f"{head}{seen}\nSet the project with --nf-project, the ini key nf_project or "
-            "NORTHFLANK_PROJECT_ID."
-        )

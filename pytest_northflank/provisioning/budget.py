@@ -15,22 +15,19 @@ poll, so workers waiting at the same time spend one request, not one each.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock
-
-from pytest_northflank.run_files import replace_json
+from pytest_northflank.run.files import JsonFile, RunDir
 
 if TYPE_CHECKING:
     from pytest_northflank.client import RateLimitStatus
 
-FILE_NAME = "rate-limit.json"
-LISTING_FILE_NAME = "listing.json"
+FILE_NAME = RunDir.RATE_LIMIT
+LISTING_FILE_NAME = RunDir.LISTING
 # Below this share of the hourly limit left, requests that can wait are spread out.
 LOW_SHARE = 0.25
 # ...and below this many, whatever the limit (a quota of 100 is low from the start).
@@ -75,12 +72,8 @@ class SharedQuota:
         self.path = path
         self.processes = max(processes, 1)
         self._clock = clock
-        self._lock = FileLock(str(path) + ".lock")
+        self._file = JsonFile(path)
         self._published: RateLimitStatus | None = None
-
-    @classmethod
-    def in_run_dir(cls, run_dir: Path, *, processes: int = 1) -> SharedQuota:
-        return cls(run_dir / FILE_NAME, processes=processes)
 
     def publish(self, status: RateLimitStatus | None) -> None:
         """Share ``status`` (a client's latest figures) unless the file holds newer ones."""
@@ -90,20 +83,20 @@ class SharedQuota:
         figures = QuotaFigures.of(status)
         if figures is None:
             return
-        with self._lock:
+        with self._file.lock:
             current = self._read()
             if current is not None and current.observed_at > figures.observed_at:
                 return
-            replace_json(self.path, asdict(figures))
+            self._file.replace(asdict(figures))
 
     def figures(self) -> QuotaFigures | None:
         """The newest figures of the run, or None while nobody has seen any."""
-        with self._lock:
+        with self._file.lock:
             return self._read()
 
     def _read(self) -> QuotaFigures | None:
+        data = self._file.read()
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
             return QuotaFigures(
                 limit=None if data["limit"] is None else int(data["limit"]),
                 remaining=int(data["remaining"]),
@@ -151,30 +144,26 @@ class SharedListing:
     def __init__(self, path: Path, project_id: str) -> None:
         self.path = path
         self.project_id = project_id
-        self._lock = FileLock(str(path) + ".lock")
-
-    @classmethod
-    def in_run_dir(cls, run_dir: Path, project_id: str) -> SharedListing:
-        return cls(run_dir / LISTING_FILE_NAME, project_id)
+        self._file = JsonFile(path)
 
     def publish(self, asked_at: float, statuses: dict[str, Status]) -> None:
         """Share a listing asked for at ``asked_at``, unless the file holds a newer one."""
-        with self._lock:
+        with self._file.lock:
             current = self._read()
             if current is not None and current[0] >= asked_at:
                 return
             record = {"project": self.project_id, "at": asked_at, "statuses": statuses}
-            replace_json(self.path, record)
+            self._file.replace(record)
 
     def newer_than(self, moment: float) -> tuple[float, dict[str, Status]] | None:
         """The shared listing if it was asked for after ``moment`` (epoch seconds)."""
-        with self._lock:
+        with self._file.lock:
             current = self._read()
         return current if current is not None and current[0] > moment else None
 
     def _read(self) -> tuple[float, dict[str, Status]] | None:
+        data = self._file.read()
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
             if data["project"] != self.project_id:
                 return None
             statuses = {str(k): (v[0], v[1]) for k, v in data["statuses"].items()}

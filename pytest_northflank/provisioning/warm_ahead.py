@@ -32,30 +32,50 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import statistics
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Protocol
 
-from filelock import FileLock
-
+from pytest_northflank.client.models import DeploymentServiceSpec, Service
+from pytest_northflank.config.settings import (
+    SandboxOptions,
+    Settings,
+    apply_overrides,
+    validate_marker,
+)
 from pytest_northflank.errors import ConfigError, NorthflankError, ProvisioningError
-from pytest_northflank.run_files import replace_json
+from pytest_northflank.provisioning.depth import DepthPolicy, FixedDepth
+from pytest_northflank.provisioning.readiness import Readiness, ReadinessBoard
+from pytest_northflank.provisioning.shelf import Claim, Shelf, ShelfItem, owner_alive
 
-if TYPE_CHECKING:
-    import pytest
 
-    from pytest_northflank.client.models import Service
-    from pytest_northflank.provisioning import Provisioner
-    from pytest_northflank.readiness import Readiness
-    from pytest_northflank.settings import SandboxOptions, Settings
+class Maker(Protocol):
+    """What warm-ahead needs from the provisioner (which satisfies it): names, specs, creates
+    and deletes, and the readiness board that watches what it made."""
+
+    board: ReadinessBoard
+    settings: Settings
+
+    def next_name(self, hint: str) -> str: ...
+
+    def spec_for(
+        self, options: SandboxOptions, hint: str, *, name: str | None = None
+    ) -> DeploymentServiceSpec: ...
+
+    def create(
+        self,
+        spec: DeploymentServiceSpec,
+        *,
+        shared: bool = False,
+        on_refused: Callable[[], None] | None = None,
+    ) -> Service: ...
+
+    def discard(self, service_id: str, name: str, options: SandboxOptions) -> None: ...
+
 
 # Create requests in flight at once per process: creating is quick (the API answers long
 # before the deployment is ready), so a few threads keep any depth fed.
@@ -69,150 +89,6 @@ SHELF_POLL = 0.02
 MAX_SHELF_POLL = 0.5
 
 
-# Auto depth: its ceiling per process (and where it starts: provisioning nearly always takes
-# longer than a test, so until measured the suite should wait for it once, not once per
-# batch of two), and how many recent measurements of each kind its medians look at.
-AUTO_CAP = 8
-AUTO_START = AUTO_CAP
-AUTO_SAMPLES = 8
-
-
-# --------------------------------------------------------------------------------- the depth
-
-
-class DepthPolicy(Protocol):
-    """How many sandboxes one process keeps provisioning ahead, told what the pool sees."""
-
-    mode: Literal["auto", "fixed"]
-    #: The most :meth:`depth` ever returns.
-    cap: int
-
-    def note_provisioning(self, seconds: float) -> None:
-        """A sandbox became ready ``seconds`` after its create request was sent."""
-
-    def note_given(self) -> None:
-        """A test got its sandbox, ready, now."""
-
-    def note_asked(self) -> None:
-        """A test asks for its sandbox now."""
-
-    def depth(self, *, remaining: int, may_grow: bool) -> int:
-        """The depth to keep now; ``remaining``: planned tests still to ask after this one;
-        ``may_grow`` False while the run's request budget says to spend no optional requests."""
-
-    @property
-    def reached(self) -> int:
-        """The highest depth :meth:`depth` returned."""
-
-
-class FixedDepth:
-    """``--nf-warm-ahead N``: always ``N`` ahead."""
-
-    mode: Literal["auto", "fixed"] = "fixed"
-
-    def __init__(self, depth: int) -> None:
-        self.cap = depth
-
-    def note_provisioning(self, seconds: float) -> None:
-        pass
-
-    def note_given(self) -> None:
-        pass
-
-    def note_asked(self) -> None:
-        pass
-
-    def depth(self, *, remaining: int, may_grow: bool) -> int:
-        return self.cap
-
-    @property
-    def reached(self) -> int:
-        return self.cap
-
-
-class AutoDepth:
-    """``--nf-warm-ahead auto``: as many ahead as one provisioning time needs, as measured.
-
-    A process whose tests take a sandbox every ``T`` seconds, while a sandbox takes ``P`` seconds
-    from its create request until ready, needs about ``P / T`` of them in the making for no test
-    to wait. So the depth is ``ceil(P / T)`` kept between 1 and ``cap``, where ``P`` and ``T`` are
-    the medians of the last ``samples`` measurements (one slow deploy or one long test does not
-    swing it):
-
-    * ``P``: create request sent to seen ready, for every sandbox of the process;
-    * ``T``: from a test getting its ready sandbox to the next test asking for one, that is the
-      test's own time (body, teardown, the fixtures in between) without any wait for
-      provisioning, so a pool that falls behind does not read as slow tests.
-
-    Until both have been seen it is ``start`` (the cap: the first tests then wait for one
-    provisioning time together, not in rounds). It is never more than the tests still to come,
-    and while the run's request budget says to slow down it may shrink but not grow. ``clock``
-    is injectable, so the policy is tested by feeding it times.
-    """
-
-    mode: Literal["auto", "fixed"] = "auto"
-
-    def __init__(
-        self,
-        *,
-        start: int = AUTO_START,
-        cap: int = AUTO_CAP,
-        samples: int = AUTO_SAMPLES,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.start, self.cap = start, cap
-        self._clock = clock
-        self._provisioning: deque[float] = deque(maxlen=samples)
-        self._test_times: deque[float] = deque(maxlen=samples)
-        self._given_at: float | None = None
-        self._current = min(start, cap)
-        self._reached = 0
-        self._lock = threading.Lock()
-
-    def note_provisioning(self, seconds: float) -> None:
-        with self._lock:
-            self._provisioning.append(max(seconds, 0.0))
-
-    def note_given(self) -> None:
-        with self._lock:
-            self._given_at = self._clock()
-
-    def note_asked(self) -> None:
-        with self._lock:
-            if self._given_at is not None:
-                self._test_times.append(max(self._clock() - self._given_at, 0.0))
-            self._given_at = None
-
-    def wanted(self) -> int:
-        """``ceil(P / T)`` between 1 and the cap, or the start depth until both are known."""
-        with self._lock:
-            if not self._provisioning or not self._test_times:
-                return min(self.start, self.cap)
-            provisioning = statistics.median(self._provisioning)
-            test_time = statistics.median(self._test_times)
-        if test_time <= 0:
-            return self.cap
-        return max(1, min(math.ceil(provisioning / test_time), self.cap))
-
-    def depth(self, *, remaining: int, may_grow: bool) -> int:
-        wanted = self.wanted()
-        with self._lock:
-            self._current = wanted if may_grow else min(wanted, self._current)
-            depth = max(min(self._current, remaining), 0)
-            self._reached = max(self._reached, depth)
-            return depth
-
-    @property
-    def reached(self) -> int:
-        with self._lock:
-            return self._reached
-
-
-def depth_policy(warm_ahead: int | Literal["auto"]) -> DepthPolicy:
-    """The policy for a ``warm_ahead`` setting: ``auto`` or a fixed number."""
-    return AutoDepth() if warm_ahead == "auto" else FixedDepth(int(warm_ahead))
-
-
 # ---------------------------------------------------------------------------------- the plan
 
 
@@ -223,25 +99,6 @@ class Demand:
 
     nodeid: str
     marker_kwargs: Mapping[str, Any] | None
-
-
-def demand_of(items: Iterable[pytest.Item]) -> list[Demand]:
-    """The tests among ``items`` that will run (not skipped outright), in run order."""
-    demand = []
-    for item in items:
-        if _always_skipped(item):
-            continue
-        marker = item.get_closest_marker("nf_sandbox")
-        demand.append(Demand(item.nodeid, dict(marker.kwargs) if marker is not None else None))
-    return demand
-
-
-def _always_skipped(item: pytest.Item) -> bool:
-    if item.get_closest_marker("skip") is not None:
-        return True
-    return any(
-        mark.args and all(arg is True for arg in mark.args) for mark in item.iter_markers("skipif")
-    )
 
 
 def spec_key(options: SandboxOptions) -> str:
@@ -259,8 +116,6 @@ def spec_key(options: SandboxOptions) -> str:
 
 def plan(demand: Sequence[Demand], settings: Settings) -> list[SandboxOptions]:
     """The options of each sandbox ``demand`` will ask for, in order."""
-    from pytest_northflank.settings import apply_overrides, validate_marker
-
     base = settings.sandbox_options()
     expected = []
     for wanted in demand:
@@ -270,197 +125,6 @@ def plan(demand: Sequence[Demand], settings: Settings) -> list[SandboxOptions]:
             options = apply_overrides(base, overrides)
         expected.append(options)
     return expected
-
-
-def workers_sharing_tests(config: pytest.Config) -> int:
-    """1 when this process runs every collected test (no xdist, ``--dist each``); otherwise the
-    number of xdist workers the tests are dealt out to."""
-    from pytest_northflank.xdist import WORKER_INPUT_DIST
-
-    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    if workerinput is None or workerinput.get(WORKER_INPUT_DIST, "load") in EVERY_TEST_HERE:
-        return 1
-    return max(int(workerinput.get("workercount", 1)), 1)
-
-
-# --------------------------------------------------------------------------------- the shelf
-
-
-@dataclass(frozen=True)
-class ShelfItem:
-    """A sandbox made ahead and not taken yet; ``made_at`` is epoch seconds."""
-
-    key: str
-    name: str
-    service_id: str
-    owner: str
-    made_at: float
-    ready: bool
-
-
-@dataclass(frozen=True)
-class Claim:
-    """What a test got from the shelf: a sandbox made ahead, or the name of one this process
-    is still creating (``promised``), or neither; ``pending_elsewhere`` lists the processes
-    (owners) still creating one of that spec."""
-
-    item: ShelfItem | None = None
-    promised: str | None = None
-    pending_elsewhere: tuple[str, ...] = ()
-
-
-class Shelf:
-    """Warm-ahead's record, in one JSON file under a file lock (see the module docstring).
-
-    ``asked``: per spec key, the planned tests that asked for a sandbox; ``making``: creates in
-    flight (key, name, owner); ``shelf``: sandboxes made ahead, waiting for a test; ``open``:
-    the processes using the shelf; ``refused``: spec keys the API refuses, made ahead by none.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = FileLock(str(path) + ".lock")
-
-    @contextmanager
-    def _edit(self) -> Iterator[dict[str, Any]]:
-        with self._lock:
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-            data.setdefault("asked", {})
-            data.setdefault("making", [])
-            data.setdefault("shelf", [])
-            data.setdefault("open", [])
-            data.setdefault("refused", [])
-            yield data
-            replace_json(self.path, data)
-
-    def claim(self, key: str, *, owner: str, count: bool = True) -> Claim:
-        """A planned test asks for a sandbox of spec ``key``: count it (unless this is a retry),
-        and hand it the best matching sandbox on the shelf (ready first, then this process's
-        own, then the oldest)."""
-        with self._edit() as data:
-            if count:
-                data["asked"][key] = data["asked"].get(key, 0) + 1
-            matching = [entry for entry in data["shelf"] if entry["key"] == key]
-            if matching:
-                best = min(
-                    matching,
-                    key=lambda e: (not e["ready"], e["owner"] != owner, e["made_at"]),
-                )
-                data["shelf"].remove(best)
-                return Claim(item=ShelfItem(**best))
-            mine = next(
-                (e for e in data["making"] if e["key"] == key and e["owner"] == owner), None
-            )
-            if mine is not None:
-                data["making"].remove(mine)
-                return Claim(promised=mine["name"])
-            others = tuple(e["owner"] for e in data["making"] if e["key"] == key)
-            return Claim(pending_elsewhere=others)
-
-    def reserve(
-        self,
-        demand: Sequence[str],
-        *,
-        owner: str,
-        depth: int,
-        skip: set[str],
-        name_for: Callable[[str], str],
-    ) -> list[tuple[str, str]]:
-        """Choose the next sandboxes for this process to make ahead: the first tests of
-        ``demand`` (spec keys in run order) not yet covered by a test that asked, a create in
-        flight or the shelf, while this process has fewer than ``depth`` ahead, leaving out
-        the specs in ``skip`` and those marked refused. Returns (key, name) pairs, now counted
-        as in flight."""
-        with self._edit() as data:
-            skip = skip | set(data["refused"])
-            covered: Counter[str] = Counter(data["asked"])
-            covered.update(entry["key"] for entry in data["making"])
-            covered.update(entry["key"] for entry in data["shelf"])
-            own = sum(e["owner"] == owner for e in [*data["making"], *data["shelf"]])
-            room = depth - own
-            chosen: list[tuple[str, str]] = []
-            for key in demand:
-                if room <= 0:
-                    break
-                if covered[key] > 0:
-                    covered[key] -= 1
-                    continue
-                if key in skip:
-                    continue
-                name = name_for(key)
-                data["making"].append({"key": key, "name": name, "owner": owner})
-                chosen.append((key, name))
-                room -= 1
-            return chosen
-
-    def shelve(self, item: ShelfItem) -> bool:
-        """Put a finished create on the shelf; False when a test of its maker was promised it."""
-        with self._edit() as data:
-            making = next((e for e in data["making"] if e["name"] == item.name), None)
-            if making is None:
-                return False
-            data["making"].remove(making)
-            data["shelf"].append(item.__dict__.copy())
-            return True
-
-    def mark_refused(self, key: str) -> None:
-        """The API refuses sandboxes of spec ``key``: no process makes more of them ahead."""
-        with self._edit() as data:
-            if key not in data["refused"]:
-                data["refused"].append(key)
-
-    def abandon(self, name: str) -> None:
-        """A create in flight that will not reach the shelf (it failed, or the run ends)."""
-        with self._edit() as data:
-            data["making"] = [e for e in data["making"] if e["name"] != name]
-
-    def mark_ready(self, name: str) -> None:
-        with self._edit() as data:
-            for entry in data["shelf"]:
-                if entry["name"] == name:
-                    entry["ready"] = True
-
-    def join(self, owner: str) -> None:
-        """A process starts using the shelf."""
-        with self._edit() as data:
-            if owner not in data["open"]:
-                data["open"].append(owner)
-
-    def leave(self, owner: str, demand: Counter[str]) -> list[ShelfItem]:
-        """A process ends its session: the sandboxes to delete now. Its own ones stay on the
-        shelf while other processes still run tests that may take them (``demand``: every
-        planned test's spec key, run-wide); the last process to leave takes everything left."""
-        with self._edit() as data:
-            data["open"] = [o for o in data["open"] if o != owner and _alive(o)]
-            data["making"] = [entry for entry in data["making"] if entry["owner"] != owner]
-            if not data["open"]:
-                left, data["shelf"] = data["shelf"], []
-                return [ShelfItem(**entry) for entry in left]
-            # Tests still to ask, less what the other processes are making or hold for them.
-            still: Counter[str] = Counter(
-                {key: count - data["asked"].get(key, 0) for key, count in demand.items()}
-            )
-            still.subtract(entry["key"] for entry in data["making"])
-            still.subtract(entry["key"] for entry in data["shelf"] if entry["owner"] != owner)
-            surplus = []
-            for entry in [e for e in data["shelf"] if e["owner"] == owner]:
-                if still[entry["key"]] > 0:
-                    still[entry["key"]] -= 1
-                else:
-                    surplus.append(entry)
-                    data["shelf"].remove(entry)
-            return [ShelfItem(**entry) for entry in surplus]
-
-
-def _alive(owner: str) -> bool:
-    """Whether the process behind a ledger owner (``<worker>:<pid>``) still runs."""
-    from pytest_northflank.reaper import pid_alive
-
-    _, _, pid = owner.rpartition(":")
-    return pid_alive(int(pid)) if pid.isdigit() else True
 
 
 # ---------------------------------------------------------------------------------- the pool
@@ -502,7 +166,7 @@ class WarmPool:
 
     def __init__(
         self,
-        provisioner: Provisioner,
+        provisioner: Maker,
         expected: Sequence[SandboxOptions],
         shelf: Shelf,
         *,
@@ -594,7 +258,7 @@ class WarmPool:
         pause = SHELF_POLL
         own = None
         while claim.pending_elsewhere and self._clock() < deadline:
-            if not any(_alive(owner) for owner in claim.pending_elsewhere):
+            if not any(owner_alive(owner) for owner in claim.pending_elsewhere):
                 break  # they died mid-create: their run's cleanup deletes what they made
             time.sleep(pause)
             pause = min(pause * 2, MAX_SHELF_POLL)

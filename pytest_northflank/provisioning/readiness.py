@@ -10,7 +10,7 @@ for (a test, or the warm-ahead pool) and one background thread polls for all of 
   request of its own (:class:`~pytest_northflank.budget.SharedListing`);
 * each service is polled quickly at first, backing off to one poll every few seconds; once the
   process has seen how long provisioning takes, the first poll waits until about then;
-* when the run's shared rate-limit figures (:mod:`pytest_northflank.budget`) say the quota is
+* when the run's shared rate-limit figures (:mod:`.budget`) say the quota is
   running low, polls are spread out to fit what is left, and stop until the reset at zero.
 """
 
@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 from pytest_northflank.errors import NorthflankError, TransportError
 
 if TYPE_CHECKING:
-    from pytest_northflank.budget import SharedListing, SharedQuota
     from pytest_northflank.client import NorthflankClient
+    from pytest_northflank.provisioning.budget import SharedListing, SharedQuota
 
 # The first poll, and the shortest gap between two polls of a service.
 FIRST_POLL = 0.2

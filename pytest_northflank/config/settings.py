@@ -4,7 +4,7 @@ Every bad value is reported with where it came from (option ``--nf-plan``, ini k
 an environment variable, or ``@pytest.mark.nf_sandbox(plan=...)`` on a test), because "invalid
 plan" alone sends people hunting through four places.
 
-The option table, the precedence rules and the defaults live in :mod:`pytest_northflank.plugin`
+The option table, the precedence rules and the defaults live in :mod:`.options`
 (plain Python, so loading the plugin and running tests without sandboxes never imports pydantic);
 this module validates what they gathered.
 """
@@ -30,8 +30,7 @@ from pydantic import (
 )
 
 from pytest_northflank.checks import describe_url, url_problem
-from pytest_northflank.errors import ConfigError
-from pytest_northflank.plugin import (
+from pytest_northflank.config.options import (
     DEFAULTS,
     RawSettings,
     backend_reason,
@@ -40,6 +39,7 @@ from pytest_northflank.plugin import (
     missing_project_message,
     usage_problem,
 )
+from pytest_northflank.errors import ConfigError
 
 Backend = Literal["auto", "northflank", "emulator"]
 KeepMode = Literal["never", "on-failure", "always"]

@@ -14,17 +14,19 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from pytest_northflank.plugin.state import PluginState, get_state
+
 if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient
-    from pytest_northflank.plugin import PluginState
-    from pytest_northflank.provisioning import Provisioner
+    from pytest_northflank.config.settings import KeepMode, SandboxOverrides, Settings
+    from pytest_northflank.provisioning.provisioner import Provisioner
     from pytest_northflank.sandbox import Sandbox
-    from pytest_northflank.settings import KeepMode, SandboxOverrides, Settings
+
+# Fixture bodies import the settings (pydantic), the client (httpx) and the provisioning layer
+# when they first run: loading the plugin must not.
 
 
 def _state(config: pytest.Config) -> PluginState:
-    from pytest_northflank.plugin import get_state
-
     return get_state(config)
 
 
@@ -46,10 +48,7 @@ def nf_client(nf_settings: Settings, pytestconfig: pytest.Config) -> Iterator[No
         def test_project(nf_client, nf_settings):
             assert nf_client.get_project(nf_settings.project_in_use).id
     """
-    from pytest_northflank.provisioning import open_client
-
-    state = _state(pytestconfig)
-    client = open_client(state, nf_settings)
+    client = _state(pytestconfig).backend.open_client(nf_settings)
     try:
         yield client
     finally:
@@ -65,12 +64,20 @@ def nf_provisioner(
 
     At the end of the session it releases any sandbox of its own that no scope released.
     """
-    from pytest_northflank.cleanup import guard_process
-    from pytest_northflank.provisioning import Provisioner
+    from pytest_northflank.plugin.reporting import progress_writer
+    from pytest_northflank.provisioning.provisioner import Provisioner
+    from pytest_northflank.run.signals import guard_process
 
     state = _state(pytestconfig)
-    guard_process(state)  # SIGTERM/SIGHUP now tear down like Ctrl-C
-    provisioner = Provisioner.for_session(state, nf_client, nf_settings)
+    guard_process()  # SIGTERM/SIGHUP now tear down like Ctrl-C
+    provisioner = Provisioner.for_run(
+        state.run,
+        nf_client,
+        nf_settings,
+        demand=state.sandbox_demand,
+        progress=progress_writer(pytestconfig),
+        register=state.sandboxes.append,
+    )
     try:
         yield provisioner
     finally:
@@ -101,7 +108,7 @@ class SandboxFactory:
         Keywords left out come from the settings (``--nf-image``, ``--nf-plan``, ...).
         """
         __tracebackhide__ = True
-        from pytest_northflank.settings import overrides_from
+        from pytest_northflank.config.settings import overrides_from
 
         given = {
             "image": image,
@@ -125,7 +132,7 @@ class SandboxFactory:
         """Provision with ``overrides`` on top of the settings, bound to the active scope.
         ``planned``: an ``nf_sandbox`` test's, which warm-ahead may have made already."""
         __tracebackhide__ = True
-        from pytest_northflank.settings import apply_overrides
+        from pytest_northflank.config.settings import apply_overrides
 
         options = self._settings.sandbox_options()
         if overrides is not None:
@@ -195,7 +202,7 @@ def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureReques
     The next tests' sandboxes are provisioned while this one runs: --nf-warm-ahead says how
     many ahead (default auto: follows provisioning time / test time; N: fixed; 0: off).
     """
-    from pytest_northflank.settings import validate_marker
+    from pytest_northflank.config.settings import validate_marker
 
     marker = request.node.get_closest_marker("nf_sandbox")
     overrides = None
@@ -223,19 +230,9 @@ def nf_sandbox_shared(
         def test_cache_warm(nf_sandbox_shared):
             nf_sandbox_shared.run("mkdir -p /srv/cache", check=True)
     """
-    from pytest_northflank.shared_sandbox import shared_sandbox
+    from pytest_northflank.provisioning.shared_sandbox import shared_sandbox
 
-    return shared_sandbox(_state(pytestconfig), nf_provisioner, nf_settings)
-
-
-def finish_session(state: PluginState) -> None:
-    """Record the API figures of the session's clients and stop the embedded emulator."""
-    try:
-        if state.clients:
-            stats = state.require_stats()
-            for client in state.clients:
-                stats.record_client(client)
-    finally:
-        if state.emulator is not None:
-            emulator, state.emulator = state.emulator, None
-            emulator.stop()
+    state = _state(pytestconfig)
+    return shared_sandbox(
+        state.run, nf_provisioner, nf_settings, current_test=lambda: state.current_test
+    )

@@ -1,0 +1,267 @@
+"""pytest entry point ``northflank``: options and their ini twins, markers, the report header,
+failure sections and the terminal summary.
+
+Loading this module costs next to nothing: it imports pytest and the fixture definitions only.
+Settings (pydantic), the API client (httpx, websockets) and the emulator are imported when a
+session starts or when a test first asks for a sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_northflank.config.options import (
+    MARKER_HELP,
+    NORTHFLANK_MARKER_HELP,
+    OPTIONS,
+    SANDBOX_FIXTURES,
+)
+from pytest_northflank.plugin import xdist
+from pytest_northflank.plugin.fixtures import (
+    nf_client,
+    nf_provisioner,
+    nf_sandbox,
+    nf_sandbox_factory,
+    nf_sandbox_session,
+    nf_sandbox_shared,
+    nf_settings,
+)
+from pytest_northflank.plugin.state import STATE_KEY, FixtureContext, PluginState, get_state
+
+if TYPE_CHECKING:
+    from pytest_northflank.provisioning.warm_ahead import Demand
+
+__all__ = [
+    "nf_client",
+    "nf_provisioner",
+    "nf_sandbox",
+    "nf_sandbox_factory",
+    "nf_sandbox_session",
+    "nf_sandbox_shared",
+    "nf_settings",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Options and settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("northflank", "Northflank sandboxes (pytest-northflank)")
+    for spec in OPTIONS:
+        help_text = spec.help
+        if spec.env:
+            help_text += f" Environment: {', '.join(spec.env)}."
+        group.addoption(
+            spec.flag,
+            dest=spec.dest,
+            action="append" if spec.repeatable else "store",
+            default=None,
+            metavar=spec.metavar,
+            help=help_text,
+        )
+        if spec.repeatable:
+            parser.addini(spec.ini, help=help_text, type="args")
+        else:
+            # default None tells "not in the ini file" apart from an empty value.
+            parser.addini(spec.ini, help=help_text, type="string", default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    config.addinivalue_line("markers", NORTHFLANK_MARKER_HELP)
+    config.stash[STATE_KEY] = PluginState(config=config, run=xdist.run_of(config))
+    xdist.register_controller(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from pytest_northflank.errors import ConfigError
+
+    state = get_state(session.config)
+    raw = state.require_raw()
+    problem = raw.usage_problem()
+    if problem is not None:
+        raise pytest.UsageError(f"pytest-northflank: {problem}")
+    if raw.given:
+        # Something was configured, so something can be wrong: say so before any test runs.
+        # (Defaults are valid; a run that sets nothing defers pydantic to the first sandbox.)
+        try:
+            state.require_settings()
+        except ConfigError as error:
+            raise pytest.UsageError(f"pytest-northflank: {error}") from None
+    if state.run.is_controller and raw.backend_in_use == "northflank":
+        from pytest_northflank.plugin.session import start_run
+
+        start_run(state, state.require_settings())
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from pytest_northflank.plugin.reporting import header_lines
+
+    state = get_state(config)
+    if state.raw is None:
+        return []
+    return header_lines(state.raw)
+
+
+# --------------------------------------------------------------------------------------------
+# Collection: marker validation and auto-marking
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """A malformed ``nf_sandbox`` marker fails collection, naming the test and the keyword."""
+    report = yield
+    if report.outcome != "passed" or not report.result:
+        return report
+    problems: list[str] = []
+    for node in report.result:
+        if not isinstance(node, pytest.Item):
+            continue
+        marker = node.get_closest_marker("nf_sandbox")
+        if marker is None:
+            continue
+        from pytest_northflank.config.settings import validate_marker
+        from pytest_northflank.errors import ConfigError
+
+        try:
+            validate_marker(marker.args, marker.kwargs, node.nodeid)
+        except ConfigError as error:
+            if str(error) not in problems:
+                problems.append(str(error))
+    if problems:
+        report.outcome = "failed"
+        report.longrepr = "\n".join(problems)
+        report.result = []
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # tryfirst: the markers must be in place before -m deselects.
+    for item in items:
+        if SANDBOX_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker("northflank")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # After deselection and reordering: the tests that will ask for nf_sandbox, in run order.
+    wanting = [item for item in session.items if "nf_sandbox" in getattr(item, "fixturenames", ())]
+    if wanting:
+        get_state(session.config).sandbox_demand = demand_of(wanting)
+
+
+# --------------------------------------------------------------------------------------------
+# Running: which test and which fixture is active, and the failure section
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    state = get_state(item.config)
+    state.current_item = item
+    try:
+        return (yield)
+    finally:
+        state.current_item = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    state = get_state(item.config)
+    state.in_call = True
+    try:
+        yield
+    finally:
+        state.in_call = False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    __tracebackhide__ = True
+    stack = get_state(request.config).fixture_stack
+    stack.append(FixtureContext(fixturedef, request))
+    try:
+        return (yield)
+    finally:
+        stack.pop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    state = get_state(item.config)
+    if report.failed and state.sandboxes:
+        from pytest_northflank.plugin.reporting import sandbox_section, sandboxes_used_by
+
+        used = sandboxes_used_by(item, state.sandboxes)
+        for sandbox in used:
+            if item.nodeid not in sandbox.failed_tests:
+                sandbox.failed_tests.append(item.nodeid)
+        if used:
+            report.sections.append(("northflank sandbox", sandbox_section(item.nodeid, used)))
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# End of the session
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # trylast: after pytest tore down the session fixtures (and the sandboxes with them).
+    state = get_state(session.config)
+    try:
+        if state.run.is_controller and (state.reaper is not None or state.run.run_dir.exists()):
+            from pytest_northflank.plugin.session import finish_run
+
+            finish_run(state)
+    finally:
+        if state.backend_started:
+            state.backend.finish()
+    workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["northflank"] = state.run.stats.to_json()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    from pytest_northflank.plugin.reporting import write_summary
+
+    state = get_state(config)
+
+    write_summary(terminalreporter, state)
+
+
+# --------------------------------------------------------------------------------------------
+# Demand: the collected tests that will ask for nf_sandbox
+
+
+def demand_of(items: Iterable[pytest.Item]) -> list[Demand]:
+    """The tests among ``items`` that will run (not skipped outright), in run order."""
+    demand = []
+    from pytest_northflank.provisioning.warm_ahead import Demand  # pydantic, on first use
+
+    for item in items:
+        if _always_skipped(item):
+            continue
+        marker = item.get_closest_marker("nf_sandbox")
+        demand.append(Demand(item.nodeid, dict(marker.kwargs) if marker is not None else None))
+    return demand
+
+
+def _always_skipped(item: pytest.Item) -> bool:
+    if item.get_closest_marker("skip") is not None:
+        return True
+    return any(
+        mark.args and all(arg is True for arg in mark.args) for mark in item.iter_markers("skipif")
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pytest_northflank.emulator.control import EmulatorControl
+    from pytest_northflank.emulator.control_client import EmulatorControl
     from pytest_northflank.emulator.server import EmulatorServer
 
 __all__ = ["EmulatorControl", "EmulatorServer"]
@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
 
         return EmulatorServer
     if name == "EmulatorControl":
-        from pytest_northflank.emulator.control import EmulatorControl
+        from pytest_northflank.emulator.control_client import EmulatorControl
 
         return EmulatorControl
     raise AttributeError(f"module 'pytest_northflank.emulator' has no attribute {name!r}")

@@ -19,7 +19,7 @@ import uvicorn
 from pytest_northflank._version import __version__
 from pytest_northflank.emulator.app import create_app
 from pytest_northflank.emulator.context import EmulatorContext
-from pytest_northflank.emulator.control import EmulatorControl
+from pytest_northflank.emulator.control_client import EmulatorControl
 from pytest_northflank.emulator.deployments import Deployments
 from pytest_northflank.emulator.runtime import ContainerRuntime, IsolationMode, IsolationSetting
 from pytest_northflank.emulator.state import EmulatorConfig, EmulatorState

@@ -29,7 +29,7 @@ from pytest_northflank.emulator.runtime import (
     ExecProcess,
     probe_namespaces,
 )
-from pytest_northflank.emulator.runtime._host_view import IMAGE_ROOT, host_view
+from pytest_northflank.emulator.runtime.host_view import IMAGE_ROOT, host_view
 from pytest_northflank.errors import EmulatorError
 
 T = TypeVar("T")
@@ -780,10 +780,10 @@ def test_only_non_essential_private_directories_are_masked(path: str, maskable: 
 def test_a_slow_probe_is_asked_again_patiently_not_taken_for_a_refusal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from pytest_northflank.emulator.runtime import _runtime
-    from pytest_northflank.emulator.runtime._errors import LauncherSilent
+    from pytest_northflank.emulator.runtime import container_runtime
+    from pytest_northflank.emulator.runtime.errors import LauncherSilent
 
-    real_launch, timeouts = _runtime._launch, []
+    real_launch, timeouts = container_runtime._launch, []
 
     def first_one_silent(*args: Any, timeout: float, **kwargs: Any) -> Any:
         timeouts.append(timeout)
@@ -791,13 +791,13 @@ def test_a_slow_probe_is_asked_again_patiently_not_taken_for_a_refusal(
             raise LauncherSilent("the sandbox launcher did not report within 10 s")
         return real_launch(*args, timeout=timeout, **kwargs)
 
-    monkeypatch.setattr(_runtime, "_launch", first_one_silent)
-    works, why = _runtime._probe()
+    monkeypatch.setattr(container_runtime, "_launch", first_one_silent)
+    works, why = container_runtime._probe()
     assert works, why
-    assert timeouts == [_runtime.START_TIMEOUT, _runtime.PATIENT_PROBE_TIMEOUT]
+    assert timeouts == [container_runtime.START_TIMEOUT, container_runtime.PATIENT_PROBE_TIMEOUT]
     # Silent twice: then it says so, instead of hanging on.
     timeouts.clear()
     monkeypatch.setattr(
-        _runtime, "_launch", lambda *a, **k: (_ for _ in ()).throw(LauncherSilent("quiet"))
+        container_runtime, "_launch", lambda *a, **k: (_ for _ in ()).throw(LauncherSilent("quiet"))
     )
-    assert _runtime._probe() == (False, "could not run the probe: quiet")
+    assert container_runtime._probe() == (False, "could not run the probe: quiet")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from pytest_northflank.emulator.validation import TagSpec, check_tag_body
 from pytest_northflank.errors import EmulatorError
 
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
@@ -23,6 +24,13 @@ TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
 
 # The spot tag a spot-only account has (the README's recipes use it).
 SPOT_TAG = "spot-workload"
+
+
+def spot_tag_spec() -> TagSpec:
+    """The tag ``--spot-only`` creates, checked as ``POST /v1/tags`` would check it."""
+    spec = check_tag_body({"name": SPOT_TAG, "useSpotNodes": True})
+    assert isinstance(spec, TagSpec)
+    return spec
 
 
 def _non_negative(text: str) -> float:
@@ -144,10 +152,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         _watch_process(args.exit_with_pid, stop_requested)
     try:
         if args.spot_only:
-            from pytest_northflank.client import NorthflankClient
-
-            with NorthflankClient(server.token, base_url=server.url) as client:
-                client.create_tag(SPOT_TAG, use_spot_nodes=True)
+            server.state.add_tag(spot_tag_spec())
         print(f"Northflank emulator listening on {server.url}", flush=True)
         print(f"isolation: {server.isolation} ({server.isolation_reason})", flush=True)
         if token is None:

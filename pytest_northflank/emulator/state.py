@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pytest_northflank.emulator.faults import Faults, RateLimiter
 from pytest_northflank.emulator.runtime import Container, LogRecord
-from pytest_northflank.emulator.validation import ServiceSpec
+from pytest_northflank.emulator.validation import ServiceSpec, TagSpec
 from pytest_northflank.errors import ApiError, ApiValidationError, ConflictError, NotFoundError
 
 DeploymentStatus = Literal["PENDING", "IN_PROGRESS", "COMPLETED", "FAILED"]
@@ -217,6 +217,15 @@ class EmulatorState:
 
     def tag_by_name(self, name: str) -> TagRecord | None:
         return next((tag for tag in self.tags.values() if tag.name == name), None)
+
+    def add_tag(self, spec: TagSpec) -> TagRecord:
+        """Create the tag ``spec`` describes (409 when one with its name exists)."""
+        if spec.id in self.tags:
+            raise ConflictError(f"A tag named {spec.name!r} already exists", status=409)
+        now = utcnow()
+        tag = TagRecord(spec.id, spec.name, spec.fields, now, now)
+        self.tags[tag.id] = tag
+        return tag
 
     # -- services -----------------------------------------------------------------------------
 

@@ -28,13 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pytest_northflank.client.exec import (
-    FRAME_BYTES,
-    ExecConnector,
-    ExecResult,
-    ExecSession,
-    run_command,
-)
+from pytest_northflank.client.connector import ExecConnector
+from pytest_northflank.client.exec import run_command
+from pytest_northflank.client.exec_session import FRAME_BYTES, ExecResult, ExecSession
 from pytest_northflank.client.tarstream import ChunkWriter, extract_file, extract_tree, pack
 from pytest_northflank.errors import (
     CommandTimeout,

@@ -14,7 +14,8 @@ import websockets.exceptions as ws_errors
 from websockets.sync.client import ClientConnection
 
 from pytest_northflank.client._closing import ClosesOnExit
-from pytest_northflank.client.exec import ExecConnector, check_count
+from pytest_northflank.client.arguments import check_count
+from pytest_northflank.client.connector import ExecConnector
 from pytest_northflank.client.frames import (
     ErrorFrame,
     LogTailEntry,

@@ -1,8 +1,10 @@
 """``python -m pytest_northflank.emulator``: serve the emulator until SIGINT or SIGTERM.
 
-Prints its URL on the first line. The token comes from ``--token``, else from the
-environment variable ``NORTHFLANK_EMULATOR_TOKEN``; without either a random one is made and
-printed (it opens nothing but this emulator). On exit every sandbox is stopped.
+Prints its URL on the first line; ``--info-file PATH`` also writes it (with the pid, the
+isolation and where the token comes from) as JSON for programs (see ``info_file``). The token
+comes from ``--token``, else from the environment variable ``NORTHFLANK_EMULATOR_TOKEN``;
+without either a random one is made and printed (it opens nothing but this emulator). On exit
+every sandbox is stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from pytest_northflank.emulator.info_file import (
+    EmulatorInfo,
+    TokenSource,
+    remove_info_file,
+    write_info_file,
+)
+from pytest_northflank.emulator.validation import TagSpec, check_tag_body
 from pytest_northflank.errors import EmulatorError
 
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
@@ -23,6 +32,13 @@ TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
 
 # The spot tag a spot-only account has (the README's recipes use it).
 SPOT_TAG = "spot-workload"
+
+
+def spot_tag_spec() -> TagSpec:
+    """The tag ``--spot-only`` creates, checked as ``POST /v1/tags`` would check it."""
+    spec = check_tag_body({"name": SPOT_TAG, "useSpotNodes": True})
+    assert isinstance(spec, TagSpec)
+    return spec
 
 
 def _non_negative(text: str) -> float:
@@ -94,6 +110,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="PID",
         help="stop (deleting every sandbox) when process PID ends, e.g. the pytest run it serves",
     )
+    parser.add_argument(
+        "--info-file",
+        type=Path,
+        metavar="PATH",
+        help="once listening, write the URL, pid, isolation and where the token comes from to "
+        "PATH as JSON (mode 0600, replaced atomically); removed on exit",
+    )
     return parser
 
 
@@ -118,6 +141,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     from pytest_northflank.emulator.server import EmulatorServer
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    token_source: TokenSource = (
+        "argument" if args.token else "env" if token is not None else "generated"
+    )
     stop_requested = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -144,10 +170,22 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         _watch_process(args.exit_with_pid, stop_requested)
     try:
         if args.spot_only:
-            from pytest_northflank.client import NorthflankClient
-
-            with NorthflankClient(server.token, base_url=server.url) as client:
-                client.create_tag(SPOT_TAG, use_spot_nodes=True)
+            server.state.add_tag(spot_tag_spec())
+        if args.info_file is not None:
+            info = EmulatorInfo(
+                url=server.url,
+                pid=os.getpid(),
+                isolation=server.isolation,
+                isolation_reason=server.isolation_reason,
+                token_source=token_source,
+                token_env=TOKEN_ENV if token_source == "env" else None,
+                token=server.token if token_source == "generated" else None,
+            )
+            try:
+                write_info_file(args.info_file, info)
+            except OSError as exc:
+                print(f"error: cannot write the info file {args.info_file}: {exc}", file=sys.stderr)
+                return 1
         print(f"Northflank emulator listening on {server.url}", flush=True)
         print(f"isolation: {server.isolation} ({server.isolation_reason})", flush=True)
         if token is None:
@@ -159,6 +197,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         )
         stop_requested.wait()
     finally:
+        if args.info_file is not None:
+            remove_info_file(args.info_file, os.getpid())
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

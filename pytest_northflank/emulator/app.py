@@ -1,4 +1,5 @@
-"""The emulator's ASGI app: routes, the bearer-token gate, the rate limit and JSON errors.
+"""The emulator's ASGI app, its composition root: the routes of ``routes/`` (rest, logs, exec,
+control), the bearer-token gate, the rate limit and JSON errors.
 
 Every HTTP answer is JSON: ``{"data": ...}`` with 200 on success, ``{"error": {...}}``
 otherwise, unknown routes included. ``/v1`` and ``/_emulator`` need ``Authorization: Bearer
@@ -18,12 +19,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from pytest_northflank.emulator import control, routes_exec, routes_logs, routes_rest
 from pytest_northflank.emulator.context import (
     EmulatorContext,
     api_error_response,
     error_response,
 )
+from pytest_northflank.emulator.routes import control, logs, rest
+from pytest_northflank.emulator.routes import exec as exec_routes
 from pytest_northflank.errors import ApiError
 
 HTTP_REASONS = {404: "Not found", 405: "Method not allowed"}
@@ -135,7 +137,7 @@ def create_app(ctx: EmulatorContext) -> ASGIApp:
         Exception: _server_error,
     }
     app = Starlette(
-        routes=[*routes_rest.ROUTES, *routes_logs.ROUTES, *routes_exec.ROUTES, *control.ROUTES],
+        routes=[*rest.ROUTES, *logs.ROUTES, *exec_routes.ROUTES, *control.ROUTES],
         exception_handlers=handlers,
     )
     app.router.redirect_slashes = False

@@ -19,7 +19,7 @@ import uvicorn
 from pytest_northflank._version import __version__
 from pytest_northflank.emulator.app import create_app
 from pytest_northflank.emulator.context import EmulatorContext
-from pytest_northflank.emulator.control import EmulatorControl
+from pytest_northflank.emulator.control_client import EmulatorControl
 from pytest_northflank.emulator.deployments import Deployments
 from pytest_northflank.emulator.runtime import ContainerRuntime, IsolationMode, IsolationSetting
 from pytest_northflank.emulator.state import EmulatorConfig, EmulatorState
@@ -118,6 +118,7 @@ class EmulatorServer:
         self._failure: BaseException | None = None
         self._url: str | None = None
         self._control: EmulatorControl | None = None
+        self._state: EmulatorState | None = None
 
     def __repr__(self) -> str:
         where = self._url or "not started"
@@ -145,6 +146,12 @@ class EmulatorServer:
     def control(self) -> EmulatorControl:
         """The control plane (reset, state, faults) from Python."""
         return _started(self._control)
+
+    @property
+    def state(self) -> EmulatorState:
+        """What the emulator remembers. Change it only while no request is being served (before
+        the URL is handed out): the routes use it from the server's thread without locks."""
+        return _started(self._state)
 
     @property
     def runtime(self) -> ContainerRuntime:
@@ -187,6 +194,7 @@ class EmulatorServer:
         self._socket = sock
         host, port = sock.getsockname()[:2]
         state = EmulatorState(self.config)
+        self._state = state
         ctx = EmulatorContext(
             state=state,
             deployments=Deployments(state, runtime),
@@ -240,6 +248,7 @@ class EmulatorServer:
         if runtime is not None:
             runtime.shutdown()
         self._control = None
+        self._state = None
 
     def _stop_serving(self) -> None:
         server, thread = self._server, self._thread

@@ -1,5 +1,7 @@
 """Request-body checks for the emulator's REST routes, and the ids derived from names.
 
+(Over 500 lines on purpose: the API's body rules and their shared helpers read best together.)
+
 Each check collects every problem it finds as ``{"path": [...], "message": ...}`` (the shape
 both official clients pass through untouched) and raises one :class:`ApiValidationError`
 whose message names the first few problems, so a caller sees what was wrong and where.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_northflank.client import NorthflankClient
-from pytest_northflank.emulator.control import EmulatorControl
+from pytest_northflank.emulator import EmulatorControl
 
 PROJECT = "default-project"
 

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from pytest_northflank.client import ExecResult, LogLine, NorthflankClient
+from pytest_northflank.client import ExecResult, LogLine, NorthflankClient, exec_session
 from pytest_northflank.client import exec as exec_module
 from pytest_northflank.errors import (
     AuthenticationError,
@@ -220,9 +220,9 @@ def test_payload_frames_are_multiples_of_three_bytes(
         complete(ws)
 
     server.scenario = scenario
-    client.run(P, S, ["cat"], input=b"x" * (exec_module.FRAME_BYTES * 2 + 5))
-    assert sizes == [exec_module.FRAME_BYTES, exec_module.FRAME_BYTES, 5]
-    assert exec_module.FRAME_BYTES % 3 == 0
+    client.run(P, S, ["cat"], input=b"x" * (exec_session.FRAME_BYTES * 2 + 5))
+    assert sizes == [exec_session.FRAME_BYTES, exec_session.FRAME_BYTES, 5]
+    assert exec_session.FRAME_BYTES % 3 == 0
 
 
 def test_missing_exit_code_falls_back_on_status(

@@ -281,3 +281,28 @@ def test_the_command_prints_a_generated_token_and_refuses_bad_options(tmp_path: 
     )  # fmt: skip
     assert bad.returncode == 2
     assert "--ready-delay: must be >= 0" in bad.stderr
+
+
+def test_spot_only_starts_with_the_spot_tag(tmp_path: Path) -> None:
+    cli = CliEmulator(tmp_path, "--spot-only", "--isolation", "directory")
+    try:
+        with httpx.Client(headers={"Authorization": "Bearer cli-token"}) as http:
+            tags = http.get(f"{cli.url}/v1/tags").json()["data"]["tags"]
+            cluster = http.get(f"{cli.url}/_emulator/state").json()["data"]["cluster"]
+    finally:
+        cli.process.send_signal(signal.SIGTERM)
+        code, _, err = cli.finish()
+    assert code == 0, err
+    assert [(tag["name"], tag["useSpotNodes"]) for tag in tags] == [("spot-workload", True)]
+    assert cluster["spotOnly"] is True
+
+
+def test_the_emulator_never_imports_the_client() -> None:
+    script = (
+        "import sys\n"
+        "import pytest_northflank.emulator.__main__, pytest_northflank.emulator.server\n"
+        "import pytest_northflank.emulator.control_client\n"
+        "bad = [m for m in sys.modules if m.startswith('pytest_northflank.client')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

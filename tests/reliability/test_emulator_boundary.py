@@ -22,7 +22,7 @@ from websockets.sync.client import connect
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.emulator import EmulatorServer
 from pytest_northflank.emulator.__main__ import build_parser
-from pytest_northflank.emulator.runtime._host_view import IMAGE_ROOT
+from pytest_northflank.emulator.runtime.host_view import IMAGE_ROOT
 
 if TYPE_CHECKING:
     from pytest_northflank.sandbox import Sandbox

@@ -26,14 +26,14 @@ from websockets.sync.client import connect
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.frames import decode_exec_frame, decode_log_tail_frame
 from pytest_northflank.client.tarstream import extract_file, extract_tree
-from pytest_northflank.emulator.routes_exec import ExecRefused, decode_payload, parse_exec_context
+from pytest_northflank.emulator.routes.exec import ExecRefused, decode_payload, parse_exec_context
+from pytest_northflank.emulator.routes.ws_common import FrameError, parse_frame
 from pytest_northflank.emulator.validation import (
     check_instances_body,
     check_project_body,
     check_service_body,
     check_tag_body,
 )
-from pytest_northflank.emulator.ws_common import FrameError, parse_frame
 from pytest_northflank.errors import (
     ApiValidationError,
     ExecError,

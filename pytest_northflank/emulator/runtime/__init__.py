@@ -8,7 +8,7 @@ Mounted fresh: ``/proc`` (the sandbox's PIDs only), a small ``/dev`` (null, zero
 random, urandom, tty bound from the host; the host's ``/dev/pts``; a private ``/dev/shm``),
 a read-only ``/sys``, and empty tmpfs over every host directory an image would not have
 (``/tmp``, ``/var/tmp``, ``/root``, ``/home``, ``/run``, the checkout under test, the runtime's
-state directory; see ``_host_view``). The root is switched with ``pivot_root``, so the
+state directory; see ``host_view``). The root is switched with ``pivot_root``, so the
 host's mount tree is not reachable; the hostname is the sandbox id; cwd is ``/``; the
 environment defaults are ``PATH``, ``HOME=/root`` and ``HOSTNAME``. The Python running the
 emulator is never needed inside.
@@ -18,24 +18,25 @@ Directory isolation (the fallback): each sandbox gets ``<state_dir>/<id>-<random
 sessions and are killed by process group, plus a sweep for processes carrying the sandbox's
 ``HOME``/``TMPDIR``. Sandboxes can see the host's (and each other's) files.
 
-Either way every process starts through ``_launcher.py``, spawned from one long-lived thread
+Either way every process starts through ``in_sandbox.py`` (the launcher; ``start_in_sandbox``
+starts it and reads its report), forked from one long-lived thread (``spawn_thread``)
 with a parent-death signal, so sandboxes die with the emulator even when it is SIGKILLed.
 """
 
 from __future__ import annotations
 
-from pytest_northflank.emulator.runtime._container import Container, IsolationMode, LogRecord
-from pytest_northflank.emulator.runtime._errors import (
-    CommandNotExecutable,
-    CommandNotFound,
-    CommandNotRunnable,
-)
-from pytest_northflank.emulator.runtime._exec import ExecProcess
-from pytest_northflank.emulator.runtime._runtime import (
+from pytest_northflank.emulator.runtime.container import Container, IsolationMode, LogRecord
+from pytest_northflank.emulator.runtime.container_runtime import (
     ContainerRuntime,
     IsolationSetting,
     probe_namespaces,
 )
+from pytest_northflank.emulator.runtime.errors import (
+    CommandNotExecutable,
+    CommandNotFound,
+    CommandNotRunnable,
+)
+from pytest_northflank.emulator.runtime.exec_process import ExecProcess
 
 __all__ = [
     "CommandNotExecutable",

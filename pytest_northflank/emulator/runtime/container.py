@@ -19,22 +19,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pytest_northflank.emulator.runtime._exec import (
+from pytest_northflank.emulator.runtime.exec_process import (
     ExecProcess,
     Stream,
     exit_code_of,
     set_window_size,
 )
-from pytest_northflank.emulator.runtime._launch import (
+from pytest_northflank.emulator.runtime.in_sandbox import kill_marked_processes
+from pytest_northflank.emulator.runtime.spawn_thread import Spawner
+from pytest_northflank.emulator.runtime.start_in_sandbox import (
     launch_error,
     popen_launcher,
     read_report_async,
     spec_pipe,
     terminate_launcher,
 )
-from pytest_northflank.emulator.runtime._launcher import kill_marked_processes
-from pytest_northflank.emulator.runtime._spawner import Spawner
-from pytest_northflank.emulator.runtime._validate import check_argv, check_env, check_window
+from pytest_northflank.emulator.runtime.validate import check_argv, check_env, check_window
 from pytest_northflank.errors import EmulatorError
 
 IsolationMode = Literal["namespace", "directory"]

@@ -26,14 +26,7 @@ from starlette.websockets import WebSocket
 
 from pytest_northflank.emulator.context import EmulatorContext, context_of
 from pytest_northflank.emulator.deployments import current
-from pytest_northflank.emulator.runtime import (
-    CommandNotFound,
-    CommandNotRunnable,
-    Container,
-    ExecProcess,
-)
-from pytest_northflank.emulator.state import ServiceRecord
-from pytest_northflank.emulator.ws_common import (
+from pytest_northflank.emulator.routes.ws_common import (
     CLOSE_DROPPED,
     CLOSE_ERROR,
     CLOSE_NORMAL,
@@ -44,6 +37,13 @@ from pytest_northflank.emulator.ws_common import (
     handshake,
     receive_frame,
 )
+from pytest_northflank.emulator.runtime import (
+    CommandNotFound,
+    CommandNotRunnable,
+    Container,
+    ExecProcess,
+)
+from pytest_northflank.emulator.state import ServiceRecord
 from pytest_northflank.errors import EmulatorError, NotFoundError
 
 Encoding = Literal["utf-8", "base64"]

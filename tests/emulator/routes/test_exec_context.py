@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_northflank.emulator.routes_exec import (
+from pytest_northflank.emulator.routes.exec import (
     ExecRefused,
     decode_payload,
     encode_output,
     parse_exec_context,
 )
-from pytest_northflank.emulator.ws_common import FrameError, parse_frame
+from pytest_northflank.emulator.routes.ws_common import FrameError, parse_frame
 
 
 @pytest.mark.parametrize(

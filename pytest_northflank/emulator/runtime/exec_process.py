@@ -10,8 +10,8 @@ import termios
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
-from pytest_northflank.emulator.runtime._launch import KILL_SIGNAL, terminate_launcher
-from pytest_northflank.emulator.runtime._validate import check_window
+from pytest_northflank.emulator.runtime.start_in_sandbox import KILL_SIGNAL, terminate_launcher
+from pytest_northflank.emulator.runtime.validate import check_window
 
 Stream = Literal["stdout", "stderr"]
 CHUNK_SIZE = 32 * 1024

@@ -86,12 +86,7 @@ async def create_tag(request: Request) -> Response:
     state = context_of(request).state
     spec = check_tag_body(await read_json(request, required=True))
     assert isinstance(spec, TagSpec)
-    if spec.id in state.tags:
-        raise ConflictError(f"A tag named {spec.name!r} already exists", status=409)
-    now = utcnow()
-    tag = TagRecord(spec.id, spec.name, spec.fields, now, now)
-    state.tags[tag.id] = tag
-    return ok(tag_view(tag))
+    return ok(tag_view(state.add_tag(spec)))
 
 
 async def put_tag(request: Request) -> Response:

@@ -20,10 +20,8 @@ from starlette.websockets import WebSocket
 
 from pytest_northflank.emulator.context import context_of, ok
 from pytest_northflank.emulator.deployments import service_logs
-from pytest_northflank.emulator.routes_rest import SERVICE, api_routes
-from pytest_northflank.emulator.runtime import LogRecord
-from pytest_northflank.emulator.state import ServiceRecord, iso, utcnow
-from pytest_northflank.emulator.ws_common import (
+from pytest_northflank.emulator.routes.rest import SERVICE, api_routes
+from pytest_northflank.emulator.routes.ws_common import (
     CLOSE_NORMAL,
     ClientGone,
     FrameError,
@@ -31,6 +29,8 @@ from pytest_northflank.emulator.ws_common import (
     handshake,
     receive_frame,
 )
+from pytest_northflank.emulator.runtime import LogRecord
+from pytest_northflank.emulator.state import ServiceRecord, iso, utcnow
 from pytest_northflank.errors import ApiValidationError, NorthflankError
 
 DEFAULT_LINE_LIMIT = 100

@@ -1,3 +1,5 @@
+"""The one long-lived thread that forks every sandbox process (``Spawner``)."""
+
 from __future__ import annotations
 
 import queue

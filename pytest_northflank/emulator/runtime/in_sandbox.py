@@ -1,4 +1,7 @@
-"""Launch or enter a sandbox; run as ``python -I -S _launcher.py SPEC_FD REPORT_FD PARENT_PID``.
+"""Launch or enter a sandbox; run as ``python -I -S in_sandbox.py SPEC_FD REPORT_FD PARENT_PID``.
+
+This is the launcher: the only code that runs inside a sandbox (``start_in_sandbox`` is its
+parent side in the emulator, ``spawn_thread`` the thread that forks it).
 
 The emulator is multi-threaded, and ``setns(CLONE_NEWNS)`` refuses multi-threaded callers, while
 running Python code between ``fork`` and ``exec`` in a threaded process can deadlock. So every

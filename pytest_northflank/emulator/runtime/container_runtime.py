@@ -13,15 +13,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pytest_northflank.emulator.runtime._container import (
+from pytest_northflank.emulator.runtime.container import (
     Container,
     IsolationMode,
     _remove_tree,
     directory_markers,
 )
-from pytest_northflank.emulator.runtime._errors import LauncherSilent
-from pytest_northflank.emulator.runtime._host_view import host_view
-from pytest_northflank.emulator.runtime._launch import (
+from pytest_northflank.emulator.runtime.errors import LauncherSilent
+from pytest_northflank.emulator.runtime.host_view import host_view
+from pytest_northflank.emulator.runtime.spawn_thread import Spawner
+from pytest_northflank.emulator.runtime.start_in_sandbox import (
     Report,
     launch_error,
     popen_launcher,
@@ -29,8 +30,7 @@ from pytest_northflank.emulator.runtime._launch import (
     spec_pipe,
     terminate_launcher,
 )
-from pytest_northflank.emulator.runtime._spawner import Spawner
-from pytest_northflank.emulator.runtime._validate import check_argv, check_env
+from pytest_northflank.emulator.runtime.validate import check_argv, check_env
 from pytest_northflank.errors import EmulatorError
 
 IsolationSetting = Literal["auto", "namespace", "directory"]

@@ -1,4 +1,5 @@
-"""Spawning ``_launcher.py`` and reading its one-line report (shared by start and exec)."""
+"""The parent side of ``in_sandbox.py``: start it (for a container's main process or an exec),
+read its one-line report, signal and stop it. Runs in the emulator's process."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_northflank.emulator.runtime._errors import (
+from pytest_northflank.emulator.runtime.errors import (
     CommandNotExecutable,
     CommandNotFound,
     LauncherSilent,
 )
 from pytest_northflank.errors import EmulatorError
 
-LAUNCHER = Path(__file__).with_name("_launcher.py")
+LAUNCHER = Path(__file__).with_name("in_sandbox.py")
 # Sent to a launcher: SIGKILL its target and everything the target started.
 KILL_SIGNAL = signal.SIGUSR1
 _MAX_SPEC_BYTES = 1 << 20

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_northflank.client.arguments import check_command_text, check_no_nul
 from pytest_northflank.errors import (
     ArgumentError,
     CommandFailed,
@@ -138,8 +139,6 @@ def build_argv(
 ) -> list[str]:
     """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``env``
     and ``cwd`` applied inside the sandbox. Every user value stays one argv element."""
-    from pytest_northflank.client.arguments import check_command_text, check_no_nul
-
     if isinstance(command, (bytes, bytearray)):
         raise TypeError("the command must be a str or a list of str, not bytes")
     if isinstance(command, str):

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 from hypothesis import settings
 from northflank_environment import NF_VARIABLES
+from remote_emulator import RemoteEmulator, start_remote_emulator, stop_remote_emulator
 
 if TYPE_CHECKING:
+    from pytest_northflank.client import NorthflankClient
     from pytest_northflank.emulator import EmulatorServer
     from pytest_northflank.emulator.runtime import IsolationSetting
 
@@ -67,3 +69,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """None of pytest-northflank's variables set (pytester runs inherit the environment)."""
     for variable in NF_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def client(emulator_clean: EmulatorServer) -> Iterator[NorthflankClient]:
+    """Our client on a fresh emulator of this test's own."""
+    from pytest_northflank.client import NorthflankClient
+
+    with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as api:
+        yield api
+
+
+@pytest.fixture
+def remote_emulator() -> Iterator[RemoteEmulator]:
+    """A Northflank emulator in its own process, playing the remote API for whole pytest runs."""
+    emulator = start_remote_emulator()
+    yield emulator
+    stop_remote_emulator(emulator)

@@ -19,6 +19,7 @@ from pytest_northflank.config.options import (
     OPTIONS,
     SANDBOX_FIXTURES,
 )
+from pytest_northflank.errors import ConfigError
 from pytest_northflank.plugin import xdist
 from pytest_northflank.plugin.fixtures import (
     nf_client,
@@ -79,8 +80,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
-    from pytest_northflank.errors import ConfigError
-
     state = get_state(session.config)
     raw = state.require_raw()
     problem = raw.usage_problem()
@@ -127,8 +126,7 @@ def pytest_make_collect_report(
         marker = node.get_closest_marker("nf_sandbox")
         if marker is None:
             continue
-        from pytest_northflank.config.settings import validate_marker
-        from pytest_northflank.errors import ConfigError
+        from pytest_northflank.config.settings import validate_marker  # pydantic, on use
 
         try:
             validate_marker(marker.args, marker.kwargs, node.nodeid)

@@ -2,37 +2,36 @@
 
 Without xdist the emulator runs on a thread of the pytest process. With xdist, the first worker
 that needs a sandbox starts ``python -m pytest_northflank.emulator`` under a file lock in the
-run directory and writes where it listens; the other workers use the same one, so a run-wide
+run directory; the emulator writes its machine-readable info file there (URL, pid, isolation,
+and the token it generated, mode 0600), and the other workers use the same one, so a run-wide
 shared sandbox, the request counts and the crash cleanup all see one API, as on Northflank. It
 stops when the controller ends the session, or when the controller's process dies.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
+from pytest_northflank.emulator.info_file import read_info_file
 from pytest_northflank.errors import EmulatorError
-from pytest_northflank.run.files import RunDir, replace_json
+from pytest_northflank.run.files import RunDir
 from pytest_northflank.run.reaper import pid_alive
 
 INFO_FILE = RunDir.EMULATOR_INFO
-TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
 START_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
 class SharedEmulator:
-    """Where the run's emulator listens. ``token`` is only ever written to a 0600 file."""
+    """Where the run's emulator listens. ``token`` lives only in the emulator's 0600 info file."""
 
     url: str
     token: str
@@ -42,10 +41,10 @@ class SharedEmulator:
 
 
 def _read(run_dir: Path) -> SharedEmulator | None:
-    try:
-        return SharedEmulator(**json.loads((run_dir / INFO_FILE).read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
+    info = read_info_file(run_dir / INFO_FILE)
+    if info is None or info.token is None:
         return None
+    return SharedEmulator(info.url, info.token, info.pid, info.isolation, info.isolation_reason)
 
 
 def find(run_dir: Path) -> SharedEmulator | None:
@@ -54,17 +53,17 @@ def find(run_dir: Path) -> SharedEmulator | None:
     return info if info is not None and pid_alive(info.pid) else None
 
 
-def _wait_for_banner(log_path: Path, process: subprocess.Popen[bytes]) -> tuple[str, str, str]:
-    """The URL and isolation the emulator prints when it is ready."""
+def _wait_for_info(
+    run_dir: Path, log_path: Path, process: subprocess.Popen[bytes]
+) -> SharedEmulator:
+    """The emulator's info file, written once it listens."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        lines = log_path.read_text(errors="replace").splitlines()
-        url = next((line.rsplit(" ", 1)[-1] for line in lines if " listening on " in line), None)
-        isolation = next((line for line in lines if line.startswith("isolation: ")), None)
-        if url and isolation:
-            mode, _, reason = isolation.removeprefix("isolation: ").partition(" ")
-            return url, mode, reason.strip("()")
+        info = _read(run_dir)
+        if info is not None and info.pid == process.pid:
+            return info
         if process.poll() is not None:
+            lines = log_path.read_text(errors="replace").splitlines()
             raise EmulatorError(
                 f"the run's emulator exited with {process.returncode} at start; its output "
                 f"({log_path}):\n" + "\n".join(lines[-20:])
@@ -89,24 +88,24 @@ def find_or_start(
         running = find(run_dir)
         if running is not None:
             return running
-        token = f"nf-emulator-{secrets.token_urlsafe(24)}"
         log_path = run_dir / RunDir.EMULATOR_LOG
         argv = [sys.executable, "-m", "pytest_northflank.emulator", "--port", "0"]
         argv += ["--isolation", isolation, "--ready-delay", str(ready_delay)]
         argv += ["--project", project_id, "--exit-with-pid", str(exit_with_pid)]
+        argv += ["--info-file", str(run_dir / INFO_FILE)]
+        # No token given: the emulator makes one and writes it to its 0600 info file only.
+        env = {k: v for k, v in os.environ.items() if k != "NORTHFLANK_EMULATOR_TOKEN"}
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, TOKEN_ENV: token},
+                env=env,
                 # Ctrl-C goes to pytest, which then stops the emulator in order.
                 start_new_session=True,
             )
-        url, mode, reason = _wait_for_banner(log_path, process)
-        info = SharedEmulator(url, token, process.pid, mode, reason)
-        replace_json(run_dir / INFO_FILE, asdict(info), mode=0o600)
+        info = _wait_for_info(run_dir, log_path, process)
         _PARKED.append(process)
         return info
 

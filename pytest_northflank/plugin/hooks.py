@@ -74,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     config.addinivalue_line("markers", NORTHFLANK_MARKER_HELP)
-    config.stash[STATE_KEY] = PluginState(config=config, run=xdist.run_of(config))
+    config.stash[STATE_KEY] = PluginState(config=config)
     xdist.register_controller(config)
 
 
@@ -219,6 +219,8 @@ def pytest_runtest_makereport(
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # trylast: after pytest tore down the session fixtures (and the sandboxes with them).
     state = get_state(session.config)
+    if not state.run_started:
+        return  # no sandbox, client or run file was ever asked for
     try:
         if state.run.is_controller and (state.reaper is not None or state.run.run_dir.exists()):
             from pytest_northflank.plugin.session import finish_run
@@ -233,9 +235,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    from pytest_northflank.plugin.reporting import write_summary
-
     state = get_state(config)
+    if not state.run_started and not state.worker_stats:
+        return
+    from pytest_northflank.plugin.reporting import write_summary
 
     write_summary(terminalreporter, state)
 

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_northflank.config.options import OPTIONS, RawSettings, gather_settings
-from pytest_northflank.run.identity import Run
 
 if TYPE_CHECKING:
     from pytest_northflank.config.settings import Settings
     from pytest_northflank.provisioning.backend import Backend
     from pytest_northflank.provisioning.warm_ahead import Demand
+    from pytest_northflank.run.identity import Run
     from pytest_northflank.run.reaper import ReaperProcess
     from pytest_northflank.sandbox import Sandbox
 
@@ -33,7 +33,6 @@ class PluginState:
     """The plugin's pytest-facing state of one process."""
 
     config: pytest.Config
-    run: Run
     raw: RawSettings | None = None
     settings: Settings | None = None
     current_item: pytest.Item | None = None
@@ -47,11 +46,26 @@ class PluginState:
     # Stats of xdist workers, merged by the controller.
     worker_stats: list[dict[str, Any]] = field(default_factory=list)
     reaper: ReaperProcess | None = None
+    _run: Run | None = None
     _backend: Backend | None = None
+
+    @property
+    def run(self) -> Run:
+        """This process's place in the run, made on first use (filelock and friends are not
+        imported by a run that never needs them)."""
+        if self._run is None:
+            from pytest_northflank.plugin.xdist import run_of
+
+            self._run = run_of(self.config)
+        return self._run
 
     @property
     def current_test(self) -> str | None:
         return self.current_item.nodeid if self.current_item is not None else None
+
+    @property
+    def run_started(self) -> bool:
+        return self._run is not None
 
     @property
     def backend(self) -> Backend:

@@ -9,12 +9,14 @@ xdist: unknown hook).
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_northflank.plugin.state import get_state
-from pytest_northflank.run.identity import Run
+
+if TYPE_CHECKING:
+    from pytest_northflank.run.identity import Run
 
 WORKER_INPUT_RUN_ID = "nf_run_id"
 WORKER_INPUT_INSTANCE = "nf_worker_instance"
@@ -41,6 +43,8 @@ def workers_sharing_tests(workerinput: dict[str, Any] | None) -> int:
 
 def run_of(config: pytest.Config) -> Run:
     """This process's place in the run: the controller (or the only process), or a worker."""
+    from pytest_northflank.run.identity import Run  # filelock, on first use
+
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is None:
         return Run()

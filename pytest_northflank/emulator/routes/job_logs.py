@@ -1,0 +1,166 @@
+"""Logs of job runs: a range over REST and a live tail over a WebSocket (sections 5, 14.5).
+
+The log is the output of every container (attempt) of the job's runs, oldest first;
+``runId`` narrows it to one run, ``containerName`` to one container. ``containerId`` in each
+line is the container's (pod's) name, as in ``GET .../jobs/{j}/containers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from pytest_northflank.emulator.context import context_of, ok
+from pytest_northflank.emulator.job_runs import JobRuns
+from pytest_northflank.emulator.jobs import JobRecord
+from pytest_northflank.emulator.routes_logs import LogQuery, log_entry, parse_log_query
+from pytest_northflank.emulator.routes_rest import api_routes
+from pytest_northflank.emulator.runtime import LogRecord
+from pytest_northflank.emulator.ws_common import (
+    CLOSE_NORMAL,
+    ClientGone,
+    FrameError,
+    FrameSender,
+    handshake,
+    receive_frame,
+)
+from pytest_northflank.errors import ApiValidationError, NorthflankError
+
+JOB_LOGS = "/projects/{projectId}/jobs/{jobId}/logs"
+TAIL_POLL_SECONDS = 0.1
+TAIL_BATCH_LINES = 200
+
+
+def _matches(query: LogQuery, container: str, record: LogRecord) -> bool:
+    if not query.runtime or query.container_name not in ("all", container):
+        return False
+    if query.since is not None and record.ts < query.since:
+        return False
+    if query.until is not None and record.ts > query.until:
+        return False
+    text = record.text
+    if query.includes is not None and query.includes not in text:
+        return False
+    if query.not_includes is not None and query.not_includes in text:
+        return False
+    if query.regex is not None and not query.regex.search(text):
+        return False
+    return not (query.not_regex is not None and query.not_regex.search(text))
+
+
+def job_log_lines(
+    jobs: JobRuns, job: JobRecord, run_id: str | None
+) -> list[tuple[str, LogRecord]]:
+    """(container name, line) of the job's runs (or one run), oldest first."""
+    runs = [jobs.run(job, run_id)] if run_id else list(reversed(jobs.runs_of(job)))
+    lines: list[tuple[str, LogRecord]] = []
+    for run in runs:
+        for attempt in run.attempts:
+            lines += [(attempt.name, record) for record in attempt.log_lines()]
+    return lines
+
+
+def _run_id(query: Mapping[str, str]) -> str | None:
+    return query.get("runId") or None
+
+
+async def fetch_job_logs(request: Request) -> Response:
+    ctx = context_of(request)
+    if (request.query_params.get("queryType") or "range") != "range":
+        raise ApiValidationError(
+            "Invalid query parameter queryType: must be range over HTTP (tail needs a "
+            "WebSocket upgrade)",
+            status=400,
+        )
+    query = parse_log_query(request.query_params)
+    job = ctx.jobs.job(request.path_params["projectId"], request.path_params["jobId"])
+    lines = [
+        (name, record)
+        for name, record in job_log_lines(ctx.jobs, job, _run_id(request.query_params))
+        if _matches(query, name, record)
+    ]
+    if query.direction == "backward":
+        chosen = list(reversed(lines[-query.line_limit :]))
+    else:
+        chosen = lines[: query.line_limit]
+    return ok([log_entry(name, record) for name, record in chosen])
+
+
+async def tail_job_logs(websocket: WebSocket) -> None:
+    ctx = context_of(websocket)
+    await websocket.accept()
+    sender = FrameSender(websocket)
+    if await handshake(websocket, sender, ctx) is None:
+        return
+    try:
+        query = parse_log_query(websocket.query_params)
+        job = ctx.jobs.job(websocket.path_params["projectId"], websocket.path_params["jobId"])
+        run_id = _run_id(websocket.query_params)
+        job_log_lines(ctx.jobs, job, run_id)  # an unknown run is refused now
+    except NorthflankError as exc:
+        await sender.send({"type": "init", "data": {"auth": "successful"}})
+        await sender.error(str(getattr(exc, "api_message", exc)))
+        return
+    await sender.send({"type": "init", "data": {"auth": "successful"}})
+    listener = asyncio.create_task(_until_client_leaves(websocket))
+    try:
+        await _stream(ctx.jobs, job, run_id, query, sender, listener)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    await sender.close(CLOSE_NORMAL)
+
+
+async def _until_client_leaves(websocket: WebSocket) -> None:
+    while True:
+        try:
+            await receive_frame(websocket)
+        except ClientGone:
+            return
+        except FrameError:
+            continue
+
+
+async def _stream(
+    jobs: JobRuns,
+    job: JobRecord,
+    run_id: str | None,
+    query: LogQuery,
+    sender: FrameSender,
+    listener: asyncio.Task[None],
+) -> None:
+    seen: set[tuple[str, int]] = set()
+    first = True
+    while True:
+        fresh = [
+            (name, record)
+            for name, record in job_log_lines(jobs, job, run_id)
+            if (name, record.index) not in seen and _matches(query, name, record)
+        ]
+        seen.update((name, record.index) for name, record in fresh)
+        if first:
+            fresh, first = fresh[-query.line_limit :], False
+        for start in range(0, len(fresh), TAIL_BATCH_LINES):
+            batch = fresh[start : start + TAIL_BATCH_LINES]
+            frame = {"type": "log-lines", "data": [log_entry(n, r) for n, r in batch]}
+            if not await sender.send(frame):
+                return
+        if job.deleted:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(listener), TAIL_POLL_SECONDS)
+            return
+        except asyncio.TimeoutError:
+            pass
+
+
+ROUTES: list[BaseRoute] = [
+    *api_routes(JOB_LOGS, fetch_job_logs, ["GET"]),
+    WebSocketRoute(f"/v1{JOB_LOGS}", tail_job_logs),
+    WebSocketRoute(f"/v1/teams/{{teamId}}{JOB_LOGS}", tail_job_logs),
+]

@@ -24,7 +24,16 @@ from pytest_northflank.emulator.context import (
     api_error_response,
     error_response,
 )
-from pytest_northflank.emulator.routes import control, logs, rest
+from pytest_northflank.emulator.routes import (
+    catalogue,
+    control,
+    job_logs,
+    jobs,
+    logs,
+    rest,
+    secrets,
+    service_updates,
+)
 from pytest_northflank.emulator.routes import exec as exec_routes
 from pytest_northflank.errors import ApiError
 
@@ -137,7 +146,17 @@ def create_app(ctx: EmulatorContext) -> ASGIApp:
         Exception: _server_error,
     }
     app = Starlette(
-        routes=[*rest.ROUTES, *logs.ROUTES, *exec_routes.ROUTES, *control.ROUTES],
+        routes=[
+            *catalogue.ROUTES,
+            *rest.ROUTES,
+            *service_updates.ROUTES,
+            *secrets.ROUTES,
+            *jobs.ROUTES,
+            *job_logs.ROUTES,
+            *logs.ROUTES,
+            *exec_routes.ROUTES,
+            *control.ROUTES,
+        ],
         exception_handlers=handlers,
     )
     app.router.redirect_slashes = False

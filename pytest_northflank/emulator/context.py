@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse
 
 from pytest_northflank.emulator.deployments import Deployments
+from pytest_northflank.emulator.job_runs import JobRuns
 from pytest_northflank.emulator.runtime import ContainerRuntime
 from pytest_northflank.emulator.state import EmulatorState
 from pytest_northflank.errors import ApiError, ApiValidationError
@@ -24,6 +25,10 @@ class EmulatorContext:
     runtime: ContainerRuntime
     token: str
     version: str
+    jobs: JobRuns = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.jobs = JobRuns(self.state, self.runtime)
 
     def token_matches(self, candidate: object) -> bool:
         return isinstance(candidate, str) and secrets.compare_digest(

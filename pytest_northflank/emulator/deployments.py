@@ -63,9 +63,16 @@ class Deployments:
         instance = Instance(name=pod_name(service.id), created_at=utcnow())
         service.instance = instance
         spec = service.spec
+        # Secret groups that reach the service, under its own variables (own win).
+        env = {
+            **self.state.secret_groups.environment(
+                service.project_id, "service", service.id, spec.tags
+            ),
+            **spec.env,
+        }
         try:
             container = await asyncio.to_thread(
-                self.runtime.start, instance.name, list(spec.argv), dict(spec.env)
+                self.runtime.start, instance.name, list(spec.argv), env
             )
         except CommandNotRunnable as exc:
             instance.start_error = f"The main command could not be started: {exc}"

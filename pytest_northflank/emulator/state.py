@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pytest_northflank.emulator.faults import Faults, RateLimiter
 from pytest_northflank.emulator.runtime import Container, LogRecord
+from pytest_northflank.emulator.secrets import SecretGroups
 from pytest_northflank.emulator.validation import ServiceSpec, TagSpec
 from pytest_northflank.errors import ApiError, ApiValidationError, ConflictError, NotFoundError
 
@@ -169,6 +170,7 @@ class EmulatorState:
         self.projects: dict[str, ProjectRecord] = {}
         self.tags: dict[str, TagRecord] = {}
         self.services: dict[tuple[str, str], ServiceRecord] = {}
+        self.secret_groups = SecretGroups()
         self.faults = Faults()
         self.rate_limit = RateLimiter(config.rate_limit_per_hour)
         self.spot_only = config.spot_only
@@ -188,6 +190,7 @@ class EmulatorState:
         }
         self.tags = {}
         self.services = {}
+        self.secret_groups.clear()
         self.faults = Faults(ready_delay=self.config.ready_delay)
         self.rate_limit = RateLimiter(self.config.rate_limit_per_hour)
         self.spot_only = self.config.spot_only

@@ -102,7 +102,9 @@ def project_summary(project: ProjectRecord) -> dict[str, Any]:
     return summary
 
 
-def project_detail(state: EmulatorState, project: ProjectRecord) -> dict[str, Any]:
+def project_detail(
+    state: EmulatorState, project: ProjectRecord, jobs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         **project_summary(project),
         "createdAt": iso(project.created_at),
@@ -123,7 +125,7 @@ def project_detail(state: EmulatorState, project: ProjectRecord) -> dict[str, An
             }
             for service in state.project_services(project.id)
         ],
-        "jobs": [],
+        "jobs": list(jobs or []),
         "addons": [],
     }
 

@@ -87,6 +87,7 @@ async def state_dump(request: Request) -> Response:
 async def reset(request: Request) -> Response:
     ctx = context_of(request)
     dropped = ctx.state.reset()
+    await ctx.jobs.reset()
     await ctx.deployments.drop(dropped)
     return ok({"deletedServices": len(dropped)})
 

@@ -53,9 +53,7 @@ def _matches(query: LogQuery, container: str, record: LogRecord) -> bool:
     return not (query.not_regex is not None and query.not_regex.search(text))
 
 
-def job_log_lines(
-    jobs: JobRuns, job: JobRecord, run_id: str | None
-) -> list[tuple[str, LogRecord]]:
+def job_log_lines(jobs: JobRuns, job: JobRecord, run_id: str | None) -> list[tuple[str, LogRecord]]:
     """(container name, line) of the job's runs (or one run), oldest first."""
     runs = [jobs.run(job, run_id)] if run_id else list(reversed(jobs.runs_of(job)))
     lines: list[tuple[str, LogRecord]] = []

@@ -58,7 +58,12 @@ async def list_projects(request: Request) -> Response:
 async def get_project(request: Request) -> Response:
     state = context_of(request).state
     project = state.project(request.path_params["projectId"])
-    return ok(project_detail(state, project))
+    jobs = [
+        {"id": job.id, "appId": f"/emulator/{job.project_id}/{job.id}", "name": job.spec.name,
+         "jobType": job.spec.job_type}
+        for job in context_of(request).jobs.of_project(project.id)
+    ]  # fmt: skip
+    return ok(project_detail(state, project, jobs))
 
 
 async def create_project(request: Request) -> Response:

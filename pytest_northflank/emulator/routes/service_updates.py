@@ -110,9 +110,7 @@ async def patch_service(request: Request) -> Response:
     env = _check_env(problems, body.get("runtimeEnvironment"))
     if body.get("runtimeFiles"):
         problems.add("runtimeFiles", "runtime files are not supported by the emulator")
-    ports = (
-        check_ports(problems, body["ports"], "ports", spec.ports) if "ports" in body else None
-    )
+    ports = check_ports(problems, body["ports"], "ports", spec.ports) if "ports" in body else None
     checks = (
         check_health_checks(problems, body["healthChecks"], "healthChecks")
         if "healthChecks" in body
@@ -282,9 +280,7 @@ ROUTES: list[BaseRoute] = [
     *api_routes(f"{SERVICE}/deployment", update_deployment, ["POST"]),
     *api_routes(f"{SERVICE}/runtime-environment", get_runtime_environment, ["GET"]),
     *api_routes(f"{SERVICE}/runtime-environment", update_runtime_environment, ["POST"]),
-    *api_routes(
-        f"{SERVICE}/runtime-environment/details", get_runtime_environment_details, ["GET"]
-    ),
+    *api_routes(f"{SERVICE}/runtime-environment/details", get_runtime_environment_details, ["GET"]),
     *api_routes(f"{SERVICE}/ports", get_ports, ["GET"]),
     *api_routes(f"{SERVICE}/ports", update_ports, ["POST"]),
     *api_routes(f"{SERVICE}/health-checks", get_health_checks, ["GET"]),

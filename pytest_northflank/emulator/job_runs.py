@@ -10,6 +10,7 @@ driver is one asyncio task per run; blocking runtime calls run on worker threads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 import uuid
@@ -219,10 +220,17 @@ class JobRuns:
 
     async def _attempt(self, attempt: Attempt, run: RunRecord, started: float) -> int | None:
         """The exit code, or None when the deadline passed (the container is then killed)."""
+        starting = asyncio.ensure_future(
+            asyncio.to_thread(self.runtime.start, attempt.name, list(run.argv), dict(run.env))
+        )
         try:
-            container = await asyncio.to_thread(
-                self.runtime.start, attempt.name, list(run.argv), dict(run.env)
-            )
+            container = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # Aborted while the container was starting: stop it once it is there.
+            with contextlib.suppress(Exception):
+                late = await starting
+                await asyncio.to_thread(late.stop, 0.0)
+            raise
         except CommandNotRunnable as exc:
             attempt.error, attempt.exit_code = f"{exc}", exc.exit_code
             return exc.exit_code

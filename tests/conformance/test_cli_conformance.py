@@ -40,9 +40,9 @@ def http(emulator: EmulatorServer) -> Iterator[httpx.Client]:
 def wait_completed(http: httpx.Client, service_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while True:
-        service: dict[str, Any] = http.get(
-            f"/v1/projects/{PROJECT}/services/{service_id}"
-        ).json()["data"]
+        service: dict[str, Any] = http.get(f"/v1/projects/{PROJECT}/services/{service_id}").json()[
+            "data"
+        ]
         status = service["status"]["deployment"]["status"]
         if status in ("COMPLETED", "FAILED") or time.monotonic() > deadline:
             assert status == "COMPLETED", service["status"]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from emulator_testing import PROJECT, Api, eventually, unique_name
+from emulator_testing import PROJECT, Api, eventually, send, unique_name, ws_url
+from websockets.exceptions import ConnectionClosedOK
+from websockets.sync.client import ClientConnection, connect
+
+from pytest_northflank.emulator import EmulatorServer
 
 JOBS = f"/v1/projects/{PROJECT}/jobs"
 
@@ -182,3 +187,50 @@ def test_patch_changes_settings_and_a_job_without_command_cannot_run(api: Api) -
     response = api.request("POST", f"{JOBS}/{created['id']}/runs", json={})
     assert response.status_code == 409
     assert "customCommand" in response.json()["error"]["message"]
+
+
+def test_a_job_log_tail_streams_a_run_then_ends_when_the_job_goes(
+    api: Api, emulator_clean: EmulatorServer
+) -> None:
+    command = "sh -c 'echo one; sleep 600'"
+    created = api.ok("POST", f"{JOBS}/manual", json=job_body(unique_name("job"), command))
+    run_id = start(api, created["id"])
+    url = ws_url(emulator_clean, f"{JOBS}/{created['id']}/logs?queryType=tail&runId={run_id}")
+    with connect(url) as ws:
+        auth = {"type": "apiToken", "apiToken": emulator_clean.token}
+        send(ws, {"type": "init", "data": {"auth": auth}})
+        assert json.loads(ws.recv(timeout=30)) == {"type": "init", "data": {"auth": "successful"}}
+        seen: list[str] = []
+        while "one" not in seen:
+            frame = json.loads(ws.recv(timeout=30))
+            seen += [line["log"] for line in frame["data"]]
+        containers = api.ok("GET", f"{JOBS}/{created['id']}/containers")["containers"]
+        assert containers[0]["status"] == "TASK_RUNNING"
+        api.ok("DELETE", f"{JOBS}/{created['id']}/runs/{run_id}")
+        api.ok("DELETE", f"{JOBS}/{created['id']}")
+        with pytest.raises(ConnectionClosedOK):
+            drain(ws)
+
+
+def drain(ws: ClientConnection) -> None:
+    while True:
+        ws.recv(timeout=30)
+
+
+def test_secret_groups_reach_jobs_listed_by_id(api: Api) -> None:
+    created = api.ok(
+        "POST", f"{JOBS}/manual", json=job_body(unique_name("job"), "sh -c 'echo \"[$SECRET]\"'")
+    )
+    group = {
+        "name": unique_name("sg"),
+        "secretType": "environment",
+        "priority": 1,
+        "restrictions": {"restricted": True, "nfObjects": [{"id": created["id"], "type": "job"}]},
+        "secrets": {"variables": {"SECRET": "for-the-job"}},
+    }
+    api.ok("POST", f"/v1/projects/{PROJECT}/secrets", json=group)
+    shown = api.ok("GET", f"{JOBS}/{created['id']}/runtime-environment")
+    assert shown["runtimeEnvironment"] == {"SECRET": "for-the-job"}
+    run_id = start(api, created["id"])
+    assert wait_run(api, created["id"], run_id)["status"] == "SUCCESS"
+    assert logs(api, created["id"], run_id) == ["[for-the-job]"]

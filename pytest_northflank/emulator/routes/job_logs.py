@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from pytest_northflank.emulator.context import context_of, ok
-from pytest_northflank.emulator.job_runs import JobRuns
+from pytest_northflank.emulator.job_runs import JobRuns, RunRecord
 from pytest_northflank.emulator.jobs import JobRecord
 from pytest_northflank.emulator.routes_logs import LogQuery, log_entry, parse_log_query
 from pytest_northflank.emulator.routes_rest import api_routes
@@ -53,18 +53,21 @@ def _matches(query: LogQuery, container: str, record: LogRecord) -> bool:
     return not (query.not_regex is not None and query.not_regex.search(text))
 
 
-def job_log_lines(jobs: JobRuns, job: JobRecord, run_id: str | None) -> list[tuple[str, LogRecord]]:
-    """(container name, line) of the job's runs (or one run), oldest first."""
-    runs = [jobs.run(job, run_id)] if run_id else list(reversed(jobs.runs_of(job)))
+def job_log_lines(
+    jobs: JobRuns, job: JobRecord, run: RunRecord | None
+) -> list[tuple[str, LogRecord]]:
+    """(container name, line) of the job's runs (or of ``run``), oldest first."""
+    runs = [run] if run is not None else list(reversed(jobs.runs_of(job)))
     lines: list[tuple[str, LogRecord]] = []
-    for run in runs:
-        for attempt in run.attempts:
+    for each in runs:
+        for attempt in each.attempts:
             lines += [(attempt.name, record) for record in attempt.log_lines()]
     return lines
 
 
-def _run_id(query: Mapping[str, str]) -> str | None:
-    return query.get("runId") or None
+def _run(jobs: JobRuns, job: JobRecord, query: Mapping[str, str]) -> RunRecord | None:
+    run_id = query.get("runId")
+    return jobs.run(job, run_id) if run_id else None
 
 
 async def fetch_job_logs(request: Request) -> Response:
@@ -79,7 +82,7 @@ async def fetch_job_logs(request: Request) -> Response:
     job = ctx.jobs.job(request.path_params["projectId"], request.path_params["jobId"])
     lines = [
         (name, record)
-        for name, record in job_log_lines(ctx.jobs, job, _run_id(request.query_params))
+        for name, record in job_log_lines(ctx.jobs, job, _run(ctx.jobs, job, request.query_params))
         if _matches(query, name, record)
     ]
     if query.direction == "backward":
@@ -98,8 +101,7 @@ async def tail_job_logs(websocket: WebSocket) -> None:
     try:
         query = parse_log_query(websocket.query_params)
         job = ctx.jobs.job(websocket.path_params["projectId"], websocket.path_params["jobId"])
-        run_id = _run_id(websocket.query_params)
-        job_log_lines(ctx.jobs, job, run_id)  # an unknown run is refused now
+        run = _run(ctx.jobs, job, websocket.query_params)
     except NorthflankError as exc:
         await sender.send({"type": "init", "data": {"auth": "successful"}})
         await sender.error(str(getattr(exc, "api_message", exc)))
@@ -107,7 +109,7 @@ async def tail_job_logs(websocket: WebSocket) -> None:
     await sender.send({"type": "init", "data": {"auth": "successful"}})
     listener = asyncio.create_task(_until_client_leaves(websocket))
     try:
-        await _stream(ctx.jobs, job, run_id, query, sender, listener)
+        await _stream(ctx.jobs, job, run, query, sender, listener)
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
@@ -127,7 +129,7 @@ async def _until_client_leaves(websocket: WebSocket) -> None:
 async def _stream(
     jobs: JobRuns,
     job: JobRecord,
-    run_id: str | None,
+    run: RunRecord | None,
     query: LogQuery,
     sender: FrameSender,
     listener: asyncio.Task[None],
@@ -137,7 +139,7 @@ async def _stream(
     while True:
         fresh = [
             (name, record)
-            for name, record in job_log_lines(jobs, job, run_id)
+            for name, record in job_log_lines(jobs, job, run)
             if (name, record.index) not in seen and _matches(query, name, record)
         ]
         seen.update((name, record.index) for name, record in fresh)

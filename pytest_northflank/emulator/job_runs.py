@@ -153,6 +153,15 @@ class JobRuns:
                 return run
         raise NotFoundError(f"Run {run_id!r} of job {job.id!r} not found", status=404)
 
+    def running_attempts(self, job: JobRecord) -> list[Attempt]:
+        """Containers of the job that run now (exec targets), newest run first."""
+        return [
+            attempt
+            for run in self.runs_of(job)
+            for attempt in run.attempts
+            if attempt.container is not None and attempt.container.is_running()
+        ]
+
     def start(self, job: JobRecord, argv: list[str], env: dict[str, str]) -> RunRecord:
         spec = job.spec
         if spec.image is None:

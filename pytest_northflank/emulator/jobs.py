@@ -17,15 +17,15 @@ from pytest_northflank.emulator.validation import (
     IMAGE_RE,
     PLAN_RE,
     Problems,
-    _check_docker,
-    _check_env,
-    _is_int,
-    _type_name,
     check_description,
+    check_docker,
     check_name,
     check_plan,
+    check_runtime_env,
     check_tag_name,
     derive_id,
+    is_int,
+    type_name,
 )
 
 JobType = Literal["manual", "cron"]
@@ -91,7 +91,7 @@ def _settings_of(body: dict[str, Any], shape: Shape, problems: Problems) -> dict
     if settings is None:
         return {"backoffLimit": 0}
     if not isinstance(settings, dict):
-        problems.add("settings", f"must be an object, got {_type_name(settings)}")
+        problems.add("settings", f"must be an object, got {type_name(settings)}")
         return {}
     flat = {k: settings[k] for k in FLAT_SETTINGS if k in settings}
     for key in settings:
@@ -107,10 +107,10 @@ def _settings_of(body: dict[str, Any], shape: Shape, problems: Problems) -> dict
 def check_settings(problems: Problems, settings: dict[str, Any], job_type: JobType) -> None:
     """Check flat run settings (also the body of ``POST .../settings``)."""
     backoff = settings.get("backoffLimit")
-    if backoff is not None and (not _is_int(backoff) or backoff < 0):
+    if backoff is not None and (not is_int(backoff) or backoff < 0):
         problems.add("backoffLimit", "must be an integer >= 0")
     deadline = settings.get("activeDeadlineSeconds")
-    if deadline is not None and (not _is_int(deadline) or deadline < 1):
+    if deadline is not None and (not is_int(deadline) or deadline < 1):
         problems.add("activeDeadlineSeconds", "must be an integer >= 1 or null")
     rosc = settings.get("runOnSourceChange")
     if rosc is not None and rosc not in RUN_ON_SOURCE_CHANGE:
@@ -132,7 +132,7 @@ def check_job_body(body: Any, shape: Shape) -> JobSpec:
     """Validate a create/put body of ``/jobs/manual``, ``/jobs/cron`` or ``/jobs``."""
     problems = Problems()
     if not isinstance(body, dict):
-        problems.add("", f"must be an object, got {_type_name(body)}")
+        problems.add("", f"must be an object, got {type_name(body)}")
         problems.raise_if_any()
     assert isinstance(body, dict)
     allowed = set(COMMON_FIELDS)
@@ -160,7 +160,7 @@ def check_job_body(body: Any, shape: Shape) -> JobSpec:
         plan = billing["deploymentPlan"]
         check_plan(problems, plan, "billing.deploymentPlan")
     image, docker, argv, echo = _check_job_deployment(problems, body.get("deployment"))
-    env = _check_env(problems, body.get("runtimeEnvironment"))
+    env = check_runtime_env(problems, body.get("runtimeEnvironment"))
     if body.get("runtimeFiles"):
         problems.add("runtimeFiles", "runtime files are not supported by the emulator")
     problems.raise_if_any()
@@ -190,7 +190,7 @@ def _tags(problems: Problems, value: Any) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        problems.add("tags", f"must be an array of tag names, got {_type_name(value)}")
+        problems.add("tags", f"must be an array of tag names, got {type_name(value)}")
         return []
     return [t for i, v in enumerate(value) if (t := check_tag_name(problems, v, f"tags.{i}"))]
 
@@ -202,7 +202,7 @@ def _check_job_deployment(
     if value is None:
         return None, {"configType": "default"}, [], {}
     if not isinstance(value, dict):
-        problems.add("deployment", f"must be an object, got {_type_name(value)}")
+        problems.add("deployment", f"must be an object, got {type_name(value)}")
         return None, {}, [], {}
     for key in value:
         if key not in JOB_DEPLOYMENT_FIELDS:
@@ -217,7 +217,7 @@ def _check_job_deployment(
     external = value.get("external")
     if external is not None:
         image = check_image(problems, external, "deployment.external")
-    docker, argv = _check_docker(problems, value.get("docker"))
+    docker, argv = check_docker(problems, value.get("docker"))
     if not docker or docker.get("configType") == "default":
         argv = []  # the image's own command: unknown to the emulator (see start_run)
     echo = {k: value[k] for k in ("storage", "gracePeriodSeconds", "metadata") if k in value}

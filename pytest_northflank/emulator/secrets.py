@@ -20,8 +20,8 @@ from pytest_northflank.emulator.validation import (
     check_description,
     check_tag_name,
     derive_id,
+    type_name,
 )
-from pytest_northflank.emulator.validation import _type_name as type_name
 from pytest_northflank.errors import ConflictError, NotFoundError
 
 GROUP_NAME_RE = re.compile(r"^[a-zA-Z0-9]+((-|\s)[a-zA-Z0-9]+)*$")

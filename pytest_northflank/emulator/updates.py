@@ -16,10 +16,10 @@ from pytest_northflank.emulator.secrets import Inherited
 from pytest_northflank.emulator.validation import (
     PORT_PROTOCOLS,
     Problems,
-    _check_docker,
-    _check_env,
-    _is_int,
-    _type_name,
+    check_docker,
+    check_runtime_env,
+    is_int,
+    type_name,
 )
 
 PORT_NAME_RE = re.compile(r"^[a-zA-Z](-?[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*)?$")
@@ -53,7 +53,7 @@ class DeploymentUpdate:
 def check_deployment_update(problems: Problems, body: Any, at: str) -> DeploymentUpdate | None:
     prefix = f"{at}." if at else ""
     if not isinstance(body, dict):
-        problems.add(at, f"must be an object, got {_type_name(body)}")
+        problems.add(at, f"must be an object, got {type_name(body)}")
         return None
     for key in body:
         if key not in ("external", "internal", "docker", "buildpack", "storage", "gpu"):
@@ -67,7 +67,7 @@ def check_deployment_update(problems: Problems, body: Any, at: str) -> Deploymen
         image = check_image(problems, body["external"], f"{prefix}external")
     docker = argv = None
     if body.get("docker") is not None:
-        docker, argv = _check_docker(problems, body["docker"])
+        docker, argv = check_docker(problems, body["docker"])
     return DeploymentUpdate(image, docker, argv)
 
 
@@ -75,7 +75,7 @@ def check_env_body(body: Any) -> dict[str, str]:
     """``{runtimeEnvironment (required), runtimeFiles?}``: the new own variables."""
     problems = Problems()
     if not isinstance(body, dict):
-        problems.add("", f"must be an object, got {_type_name(body)}")
+        problems.add("", f"must be an object, got {type_name(body)}")
         problems.raise_if_any()
     assert isinstance(body, dict)
     for key in body:
@@ -85,7 +85,7 @@ def check_env_body(body: Any) -> dict[str, str]:
         problems.add("runtimeEnvironment", "is required")
     if body.get("runtimeFiles"):
         problems.add("runtimeFiles", "runtime files are not supported by the emulator")
-    env = _check_env(problems, body.get("runtimeEnvironment"))
+    env = check_runtime_env(problems, body.get("runtimeEnvironment"))
     problems.raise_if_any()
     return env
 
@@ -129,7 +129,7 @@ def check_ports(
 ) -> list[dict[str, Any]]:
     """Ports as stored: validated, each with a stable ``id`` (kept when passed back)."""
     if not isinstance(value, list):
-        problems.add(path, f"must be an array, got {_type_name(value)}")
+        problems.add(path, f"must be an array, got {type_name(value)}")
         return []
     known = {str(port.get("id")): port for port in existing}
     ports: list[dict[str, Any]] = []
@@ -138,7 +138,7 @@ def check_ports(
     for index, raw in enumerate(value):
         at = f"{path}.{index}"
         if not isinstance(raw, dict):
-            problems.add(at, f"must be an object, got {_type_name(raw)}")
+            problems.add(at, f"must be an object, got {type_name(raw)}")
             continue
         for key in raw:
             if key not in PORT_FIELDS:
@@ -150,7 +150,7 @@ def check_ports(
             problems.add(f"{at}.name", f"must be at most {PORT_NAME_MAX} characters")
         elif name in names:
             problems.add(f"{at}.name", f"duplicate port name {name!r}")
-        if not _is_int(number) or not 1 <= number <= 65535:
+        if not is_int(number) or not 1 <= number <= 65535:
             problems.add(f"{at}.internalPort", "must be an integer from 1 to 65535")
         elif number in numbers:
             problems.add(f"{at}.internalPort", f"duplicate internal port {number}")
@@ -161,7 +161,7 @@ def check_ports(
             problems.add(f"{at}.public", "must be a boolean")
         elif public and protocol not in PUBLIC_PROTOCOLS:
             problems.add(f"{at}.public", "public ports support only HTTP and HTTP/2")
-        if not isinstance(name, str) or not _is_int(number):
+        if not isinstance(name, str) or not is_int(number):
             continue
         names.add(name)
         numbers.add(number)
@@ -195,13 +195,13 @@ def ports_view(ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def check_health_checks(problems: Problems, value: Any, path: str) -> list[dict[str, Any]]:
     if not isinstance(value, list):
-        problems.add(path, f"must be an array, got {_type_name(value)}")
+        problems.add(path, f"must be an array, got {type_name(value)}")
         return []
     checks = []
     for index, check in enumerate(value):
         at = f"{path}.{index}"
         if not isinstance(check, dict):
-            problems.add(at, f"must be an object, got {_type_name(check)}")
+            problems.add(at, f"must be an object, got {type_name(check)}")
             continue
         protocol = check.get("protocol")
         if protocol not in HEALTH_PROTOCOLS:
@@ -213,7 +213,7 @@ def check_health_checks(problems: Problems, value: Any, path: str) -> list[dict[
             if number is None:
                 if required:
                     problems.add(f"{at}.{key}", "is required")
-            elif not _is_int(number) or not low <= number <= high:
+            elif not is_int(number) or not low <= number <= high:
                 problems.add(f"{at}.{key}", f"must be an integer from {low} to {high}")
         if protocol == "HTTP":
             path_text = check.get("path")
@@ -221,7 +221,7 @@ def check_health_checks(problems: Problems, value: Any, path: str) -> list[dict[
                 problems.add(f"{at}.path", "is required for HTTP and must be like /healthz")
         if protocol in ("HTTP", "TCP"):
             port = check.get("port")
-            if not _is_int(port) or port < 1:
+            if not is_int(port) or port < 1:
                 problems.add(f"{at}.port", f"is required for {protocol}: an integer >= 1")
         if protocol == "CMD" and not isinstance(check.get("cmd"), str):
             problems.add(f"{at}.cmd", "is required for CMD: a command string")

@@ -96,14 +96,14 @@ class Problems:
         )
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
             dict: "object"}.get(type(value), type(value).__name__)  # fmt: skip
 
 
-def _is_int(value: Any) -> TypeGuard[int]:
+def is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -117,7 +117,7 @@ def _object(problems: Problems, value: Any, path: str, *, required: bool) -> dic
     if value is None and not required:
         return {}
     if not isinstance(value, dict):
-        problems.add(path, f"must be an object, got {_type_name(value)}")
+        problems.add(path, f"must be an object, got {type_name(value)}")
         return {}
     return value
 
@@ -128,7 +128,7 @@ def _string(problems: Problems, value: Any, path: str, *, required: bool = False
             problems.add(path, "is required")
         return None
     if not isinstance(value, str):
-        problems.add(path, f"must be a string, got {_type_name(value)}")
+        problems.add(path, f"must be a string, got {type_name(value)}")
         return None
     return value
 
@@ -137,7 +137,7 @@ def _boolean(problems: Problems, value: Any, path: str) -> bool | None:
     if value is None:
         return None
     if not isinstance(value, bool):
-        problems.add(path, f"must be a boolean, got {_type_name(value)}")
+        problems.add(path, f"must be a boolean, got {type_name(value)}")
         return None
     return value
 
@@ -240,7 +240,7 @@ def check_service_body(body: Any) -> ServiceSpec:
     raw_tags = body.get("tags")
     if raw_tags is not None:
         if not isinstance(raw_tags, list):
-            problems.add("tags", f"must be an array of tag names, got {_type_name(raw_tags)}")
+            problems.add("tags", f"must be an array of tag names, got {type_name(raw_tags)}")
         else:
             for index, value in enumerate(raw_tags):
                 tag = check_tag_name(problems, value, f"tags.{index}")
@@ -260,8 +260,8 @@ def check_service_body(body: Any) -> ServiceSpec:
     instances = deployment.get("instances")
     if instances is None:
         problems.add("deployment.instances", "is required")
-    elif not _is_int(instances):
-        problems.add("deployment.instances", f"must be an integer, got {_type_name(instances)}")
+    elif not is_int(instances):
+        problems.add("deployment.instances", f"must be an integer, got {type_name(instances)}")
     elif instances < 0:
         problems.add("deployment.instances", f"must be >= 0, got {instances}")
     elif instances > MAX_INSTANCES:
@@ -273,7 +273,7 @@ def check_service_body(body: Any) -> ServiceSpec:
         problems.add("deployment.type", "must be 'deployment' or 'statefulSet'")
 
     image = _check_image_source(problems, deployment)
-    docker, argv = _check_docker(problems, deployment.get("docker"))
+    docker, argv = check_docker(problems, deployment.get("docker"))
     if deployment.get("buildpack") is not None:
         problems.add("deployment.buildpack", "buildpack settings need a build; the emulator "
                      "runs external images only")  # fmt: skip
@@ -284,11 +284,11 @@ def check_service_body(body: Any) -> ServiceSpec:
         problems.add("deployment.containerSnapshot.restoreFrom", "snapshots are not available "
                      "on the emulator")  # fmt: skip
     grace = deployment.get("gracePeriodSeconds")
-    if grace is not None and (not _is_int(grace) or grace < 0):
+    if grace is not None and (not is_int(grace) or grace < 0):
         problems.add("deployment.gracePeriodSeconds", "must be an integer >= 0")
         grace = None
 
-    env = _check_env(problems, body.get("runtimeEnvironment"))
+    env = check_runtime_env(problems, body.get("runtimeEnvironment"))
     if body.get("runtimeFiles"):
         problems.add("runtimeFiles", "runtime files are not supported by the emulator; write "
                      "files through exec instead")  # fmt: skip
@@ -298,7 +298,7 @@ def check_service_body(body: Any) -> ServiceSpec:
     if create_options.get("volumesToAttach"):
         problems.add("createOptions.volumesToAttach", "volumes are not available on the emulator")
     expiry = create_options.get("expiryTime")
-    if expiry is not None and (not _is_int(expiry) or expiry <= 0):
+    if expiry is not None and (not is_int(expiry) or expiry <= 0):
         problems.add("createOptions.expiryTime", "must be a positive integer")
     problems.raise_if_any()
 
@@ -356,7 +356,7 @@ def _check_image_source(problems: Problems, deployment: dict[str, Any]) -> str |
     return image
 
 
-def _check_docker(problems: Problems, value: Any) -> tuple[dict[str, Any], list[str]]:
+def check_docker(problems: Problems, value: Any) -> tuple[dict[str, Any], list[str]]:
     """The docker settings to echo, and the container's main command (exec form, as on
     Northflank: ``entrypoint + command``, each split like a shell would)."""
     path = "deployment.docker"
@@ -389,7 +389,7 @@ def _check_docker(problems: Problems, value: Any) -> tuple[dict[str, Any], list[
     return echo, argv
 
 
-def _check_env(problems: Problems, value: Any) -> dict[str, str]:
+def check_runtime_env(problems: Problems, value: Any) -> dict[str, str]:
     env = _object(problems, value, "runtimeEnvironment", required=False)
     checked: dict[str, str] = {}
     for key, item in env.items():
@@ -397,7 +397,7 @@ def _check_env(problems: Problems, value: Any) -> dict[str, str]:
         if not ENV_NAME_RE.match(key):
             problems.add(path, f"{key!r} is not a valid environment variable name")
         elif not isinstance(item, str):
-            problems.add(path, f"must be a string, got {_type_name(item)}")
+            problems.add(path, f"must be a string, got {type_name(item)}")
         elif "\0" in item:
             problems.add(path, "must not contain a NUL character")
         else:
@@ -409,7 +409,7 @@ def _check_ports(problems: Problems, value: Any) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        problems.add("ports", f"must be an array, got {_type_name(value)}")
+        problems.add("ports", f"must be an array, got {type_name(value)}")
         return []
     ports: list[dict[str, Any]] = []
     for index, raw in enumerate(value):
@@ -419,7 +419,7 @@ def _check_ports(problems: Problems, value: Any) -> list[dict[str, Any]]:
             continue
         name = _string(problems, port.get("name"), f"{path}.name", required=True)
         number = port.get("internalPort")
-        if not _is_int(number) or not 1 <= number <= 65535:
+        if not is_int(number) or not 1 <= number <= 65535:
             problems.add(f"{path}.internalPort", "must be an integer from 1 to 65535")
         if port.get("protocol") not in PORT_PROTOCOLS:
             problems.add(f"{path}.protocol", f"must be one of {', '.join(PORT_PROTOCOLS)}")
@@ -498,7 +498,7 @@ def check_instances_body(body: Any, *, what: str) -> dict[str, Any]:
     instances = body.get("instances")
     if instances is not None:
         if not isinstance(instances, int) or isinstance(instances, bool):
-            problems.add("instances", f"must be an integer, got {_type_name(instances)}")
+            problems.add("instances", f"must be an integer, got {type_name(instances)}")
         elif not 0 <= instances <= MAX_INSTANCES:
             problems.add(
                 "instances", f"must be from 0 to {MAX_INSTANCES} on the emulator, got {instances}"
@@ -507,9 +507,9 @@ def check_instances_body(body: Any, *, what: str) -> dict[str, Any]:
     if isinstance(plan, str):
         check_plan(problems, plan, "deploymentPlan")
     elif plan is not None:
-        problems.add("deploymentPlan", f"must be a plan id, got {_type_name(plan)}")
+        problems.add("deploymentPlan", f"must be a plan id, got {type_name(plan)}")
     grace = body.get("gracePeriodSeconds")
-    if grace is not None and (not _is_int(grace) or grace < 0):
+    if grace is not None and (not is_int(grace) or grace < 0):
         problems.add("gracePeriodSeconds", "must be an integer >= 0")
     problems.raise_if_any()
     return dict(body)

@@ -18,10 +18,9 @@ from starlette.websockets import WebSocket
 from pytest_northflank.emulator.context import context_of, ok
 from pytest_northflank.emulator.job_runs import JobRuns, RunRecord
 from pytest_northflank.emulator.jobs import JobRecord
-from pytest_northflank.emulator.routes_logs import LogQuery, log_entry, parse_log_query
-from pytest_northflank.emulator.routes_rest import api_routes
-from pytest_northflank.emulator.runtime import LogRecord
-from pytest_northflank.emulator.ws_common import (
+from pytest_northflank.emulator.routes.logs import LogQuery, log_entry, parse_log_query
+from pytest_northflank.emulator.routes.rest import api_routes
+from pytest_northflank.emulator.routes.ws_common import (
     CLOSE_NORMAL,
     ClientGone,
     FrameError,
@@ -29,6 +28,7 @@ from pytest_northflank.emulator.ws_common import (
     handshake,
     receive_frame,
 )
+from pytest_northflank.emulator.runtime import LogRecord
 from pytest_northflank.errors import ApiValidationError, NorthflankError
 
 JOB_LOGS = "/projects/{projectId}/jobs/{jobId}/logs"

@@ -29,7 +29,7 @@ from pytest_northflank.emulator.jobs import (
     check_settings,
 )
 from pytest_northflank.emulator.pagination import paginate
-from pytest_northflank.emulator.routes_rest import api_routes
+from pytest_northflank.emulator.routes.rest import api_routes
 from pytest_northflank.emulator.state import utcnow
 from pytest_northflank.emulator.updates import (
     check_deployment_update,
@@ -38,9 +38,9 @@ from pytest_northflank.emulator.updates import (
 )
 from pytest_northflank.emulator.validation import (
     Problems,
-    _check_env,
     check_description,
     check_plan,
+    check_runtime_env,
 )
 from pytest_northflank.errors import ApiValidationError, ConflictError
 
@@ -138,7 +138,7 @@ def _apply_patch(job: JobRecord, body: Any, shape: Shape) -> None:
         settings.update(body["settings"]["cron"])
     check_settings(problems, settings, job.spec.job_type)
     description = check_description(problems, body.get("description"))
-    env = _check_env(problems, body.get("runtimeEnvironment"))
+    env = check_runtime_env(problems, body.get("runtimeEnvironment"))
     problems.raise_if_any()
     _apply_settings(job, settings)
     spec = job.spec
@@ -237,7 +237,7 @@ def _run_overrides(body: Any, job: JobRecord) -> tuple[list[str], dict[str, str]
     for key in body:
         if key not in RUN_FIELDS:
             problems.add(str(key), "is not allowed when starting a run")
-    env = _check_env(problems, body.get("runtimeEnvironment"))
+    env = check_runtime_env(problems, body.get("runtimeEnvironment"))
     argv = list(job.spec.argv)
     deployment = body.get("deployment")
     if deployment is not None:

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute
 
 from pytest_northflank.emulator.context import EmulatorContext, context_of, ok, read_json
 from pytest_northflank.emulator.pagination import paginate
-from pytest_northflank.emulator.routes_rest import api_routes
+from pytest_northflank.emulator.routes.rest import api_routes
 from pytest_northflank.emulator.secrets import SecretGroup, check_group_body, group_summary
 from pytest_northflank.emulator.state import ServiceRecord, iso, utcnow
 

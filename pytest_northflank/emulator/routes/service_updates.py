@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute
 
 from pytest_northflank.emulator.context import EmulatorContext, context_of, ok, read_json
 from pytest_northflank.emulator.deployments import current
-from pytest_northflank.emulator.routes_rest import SERVICE, api_routes
+from pytest_northflank.emulator.routes.rest import SERVICE, api_routes
 from pytest_northflank.emulator.state import ServiceRecord, utcnow
 from pytest_northflank.emulator.updates import (
     check_deployment_update,
@@ -33,12 +33,12 @@ from pytest_northflank.emulator.validation import (
     MAX_INSTANCES,
     SERVICE_FIELDS,
     Problems,
-    _check_env,
-    _is_int,
     check_description,
     check_plan,
+    check_runtime_env,
     check_service_body,
     check_tag_name,
+    is_int,
 )
 from pytest_northflank.emulator.views import service_detail
 from pytest_northflank.errors import ApiValidationError
@@ -102,12 +102,12 @@ async def patch_service(request: Request) -> Response:
         instances = deployment.get("instances")
         if instances is None:
             problems.add("deployment.instances", "is required when deployment is given")
-        elif not _is_int(instances) or not 0 <= instances <= MAX_INSTANCES:
+        elif not is_int(instances) or not 0 <= instances <= MAX_INSTANCES:
             problems.add("deployment.instances", f"must be from 0 to {MAX_INSTANCES}")
         sources = {k: deployment[k] for k in ("external", "internal", "docker", "buildpack")
                    if k in deployment}  # fmt: skip
         update = check_deployment_update(problems, sources, "deployment")
-    env = _check_env(problems, body.get("runtimeEnvironment"))
+    env = check_runtime_env(problems, body.get("runtimeEnvironment"))
     if body.get("runtimeFiles"):
         problems.add("runtimeFiles", "runtime files are not supported by the emulator")
     ports = check_ports(problems, body["ports"], "ports", spec.ports) if "ports" in body else None
@@ -159,7 +159,7 @@ def _merge_deployment(service: ServiceRecord, deployment: dict[str, Any]) -> Non
             continue
         old, new = echo.get(key), deployment[key]
         echo[key] = {**old, **new} if isinstance(old, dict) and isinstance(new, dict) else new
-        if key == "gracePeriodSeconds" and _is_int(new):
+        if key == "gracePeriodSeconds" and is_int(new):
             service.spec.grace_period = float(new)
 
 

@@ -174,3 +174,31 @@ def test_jobs_and_runs(cli: Cli) -> None:
     finally:
         cli.run("delete", "job", *J, "--force")
     assert job_id not in [j["id"] for j in cli.json("list", "jobs", *P)["jobs"]]
+
+
+def test_exec_into_a_running_job_and_abort_it(cli: Cli, http: httpx.Client) -> None:
+    body = {
+        "name": unique_name("cli-exec-job"),
+        "billing": {"deploymentPlan": "nf-compute-20"},
+        "backoffLimit": 0,
+        "deployment": {
+            "external": {"imagePath": "ubuntu:22.04"},
+            "docker": {"configType": "customCommand", "customCommand": "sleep 600"},
+        },
+    }
+    job_id = cli.json("create", "job", "manual", *P, "--input", json.dumps(body))["id"]
+    J = (*P, "--job", job_id)
+    try:
+        run_id = cli.json("start", "job", "run", *J, "--input", "{}")["id"]
+        containers = f"/v1/projects/{PROJECT}/jobs/{job_id}/containers"
+        deadline = time.monotonic() + 30
+        while http.get(containers).json()["data"]["containers"][0]["status"] != "TASK_RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        done = cli.run("exec", "job", *J, "--cmd", "echo inside-the-job")
+        assert "inside-the-job" in done.stdout
+        done = cli.run("abort", "job", "run", *J, "--runId", run_id)
+        assert "completed successfully" in done.stdout
+        assert cli.json("get", "job", "run", *J, "--runId", run_id)["status"] == "FAILED"
+    finally:
+        cli.run("delete", "job", *J, "--force")

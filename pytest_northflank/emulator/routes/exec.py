@@ -1,4 +1,5 @@
-"""The exec WebSocket (contract sections 3 and 8): run a command in a service's container.
+"""The exec WebSocket (contract sections 3 and 8): run a command in a service's container or a
+running job's.
 
 One connection runs one command. The client's first frame is ``init`` (token and context);
 the answer is an ``init`` ack, then ``stdOut``/``stdErr`` frames while ``payload``,
@@ -43,7 +44,6 @@ from pytest_northflank.emulator.runtime import (
     Container,
     ExecProcess,
 )
-from pytest_northflank.emulator.state import ServiceRecord
 from pytest_northflank.errors import EmulatorError, NotFoundError
 
 Encoding = Literal["utf-8", "base64"]
@@ -212,6 +212,15 @@ def decode_payload(data: Any, encoding: Encoding, position: int) -> bytes:
         raise FrameError(f"payload frame {position} is not valid base64: {exc}") from None
 
 
+@dataclass
+class ExecTarget:
+    """The container an exec runs in: its instance (pod) name and container name."""
+
+    instance: str
+    name: str
+    container: Container
+
+
 class ExecSession:
     """One exec connection, from handshake to completion."""
 
@@ -230,7 +239,7 @@ class ExecSession:
             return
         try:
             request = parse_exec_context(init.get("context"))
-            service = await self._target(request)
+            target = await self._target(request)
         except ExecRefused as exc:
             await self.sender.error(str(exc), CLOSE_POLICY)
             return
@@ -240,14 +249,11 @@ class ExecSession:
         except (NotFoundError, EmulatorError) as exc:
             await self.sender.error(str(getattr(exc, "api_message", exc)))
             return
-        instance = service.instance
-        assert instance is not None
-        assert instance.container is not None
         ack = {
             "type": "init",
             "data": {
                 "auth": "successful",
-                "context": {"instanceName": instance.name, "containerName": service.id},
+                "context": {"instanceName": target.instance, "containerName": target.name},
             },
         }
         drop = self.ctx.state.faults.exec_drop
@@ -259,7 +265,7 @@ class ExecSession:
                 await self._drop()
                 return
         try:
-            process = await self._start(request, instance.container)
+            process = await self._start(request, target.container)
         except CommandNotRunnable as exc:
             # What a shell prints and returns when a program cannot be run.
             await self.sender.send(ack)
@@ -275,11 +281,14 @@ class ExecSession:
         await self.sender.send(ack)
         await self._supervise(process, request)
 
-    async def _target(self, request: ExecRequest) -> ServiceRecord:
+    async def _target(self, request: ExecRequest) -> ExecTarget:
         params = self.websocket.path_params
+        if params["segment"] == "jobs":
+            return self._job_target(request)
         if params["segment"] != "services":
             raise TargetUnavailable(
-                f"exec into {params['segment']} is not available on the emulator (services only)"
+                f"exec into {params['segment']} is not available on the emulator (services and "
+                "jobs only)"
             )
         project_id, service_id = params["projectId"], params["serviceId"]
         service = await current(self.ctx.state, project_id, service_id)
@@ -305,7 +314,29 @@ class ExecSession:
                 f"Container {request.container_name!r} not found in instance {instance.name!r} "
                 f"(its container is {service.id!r})"
             )
-        return service
+        assert instance.container is not None
+        return ExecTarget(instance.name, service.id, instance.container)
+
+    def _job_target(self, request: ExecRequest) -> ExecTarget:
+        """A running container of the job's runs (newest first, or ``instanceName``)."""
+        params = self.websocket.path_params
+        project_id, job_id = params["projectId"], params["serviceId"]
+        job = self.ctx.jobs.job(project_id, job_id)
+        where = f"job {job_id!r} in project {project_id!r}"
+        running = self.ctx.jobs.running_attempts(job)
+        if request.instance_name is not None:
+            running = [a for a in running if a.name == request.instance_name]
+        if not running:
+            which = f"container {request.instance_name!r}" if request.instance_name else "no run"
+            raise TargetUnavailable(f"Cannot exec into {where}: {which} is running")
+        if request.container_name is not None and request.container_name != job.id:
+            raise TargetUnavailable(
+                f"Container {request.container_name!r} not found in {running[0].name!r} "
+                f"(its container is {job.id!r})"
+            )
+        container = running[0].container
+        assert container is not None
+        return ExecTarget(running[0].name, job.id, container)
 
     async def _start(self, request: ExecRequest, container: Container) -> ExecProcess:
         candidates = [request.argv]

@@ -359,7 +359,10 @@ def test_team_scoped_exec_and_other_resource_kinds(
         assert collect(ws).text() == "team\n"
     with connect(ws_url(emulator, f"/v1/command-exec/projects/{PROJECT}/jobs/j1")) as ws:
         send(ws, init_frame(emulator.token, command=["true"]))
-        assert "exec into jobs is not available" in collect(ws).error
+        assert "Job 'j1' not found" in collect(ws).error
+    with connect(ws_url(emulator, f"/v1/command-exec/projects/{PROJECT}/addons/a1")) as ws:
+        send(ws, init_frame(emulator.token, command=["true"]))
+        assert "exec into addons is not available" in collect(ws).error
 
 
 def test_an_unknown_websocket_path_is_a_404(emulator: EmulatorServer) -> None:

@@ -6,7 +6,17 @@ import json
 from typing import Any
 
 import pytest
-from emulator_testing import PROJECT, Api, eventually, send, unique_name, ws_url
+from emulator_testing import (
+    PROJECT,
+    Api,
+    ExecRun,
+    collect,
+    eventually,
+    init_frame,
+    send,
+    unique_name,
+    ws_url,
+)
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import ClientConnection, connect
 
@@ -234,3 +244,20 @@ def test_secret_groups_reach_jobs_listed_by_id(api: Api) -> None:
     run_id = start(api, created["id"])
     assert wait_run(api, created["id"], run_id)["status"] == "SUCCESS"
     assert logs(api, created["id"], run_id) == ["[for-the-job]"]
+
+
+def test_exec_into_a_running_job_and_not_into_a_finished_one(
+    api: Api, emulator_clean: EmulatorServer
+) -> None:
+    created = api.ok("POST", f"{JOBS}/manual", json=job_body(unique_name("job"), "sleep 600"))
+    run_id = start(api, created["id"])
+    path = f"/v1/command-exec/projects/{PROJECT}/jobs/{created['id']}"
+
+    def exec_text() -> ExecRun:
+        with connect(ws_url(emulator_clean, path)) as ws:
+            send(ws, init_frame(emulator_clean.token, command=["sh", "-c", "echo in-job"]))
+            return collect(ws)
+
+    assert eventually(lambda: exec_text().text() == "in-job\n")
+    api.ok("DELETE", f"{JOBS}/{created['id']}/runs/{run_id}")
+    assert "no run is running" in exec_text().error

@@ -192,7 +192,9 @@ def test_exec_into_a_running_job_and_abort_it(cli: Cli, http: httpx.Client) -> N
         run_id = cli.json("start", "job", "run", *J, "--input", "{}")["id"]
         containers = f"/v1/projects/{PROJECT}/jobs/{job_id}/containers"
         deadline = time.monotonic() + 30
-        while http.get(containers).json()["data"]["containers"][0]["status"] != "TASK_RUNNING":
+        while [c["status"] for c in http.get(containers).json()["data"]["containers"]] != [
+            "TASK_RUNNING"
+        ]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         done = cli.run("exec", "job", *J, "--cmd", "echo inside-the-job")

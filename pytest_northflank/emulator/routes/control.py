@@ -81,6 +81,19 @@ async def state_dump(request: Request) -> Response:
         {"sandboxId": c.sandbox_id, "pid": c.pid, "running": c.is_running()}
         for c in ctx.runtime.containers()
     ]
+    # Names and states only: secret-group values and environments stay out of the dump.
+    dump["secretGroups"] = [
+        {"projectId": g.project_id, "id": g.id, "priority": g.priority, "keys": sorted(g.variables)}
+        for g in ctx.state.secret_groups.groups.values()
+    ]
+    dump["jobs"] = [
+        {
+            "projectId": job.project_id,
+            "id": job.id,
+            "runs": [{"id": r.id, "status": r.status} for r in ctx.jobs.runs_of(job)],
+        }
+        for job in ctx.jobs.jobs.values()
+    ]
     return ok(dump)
 
 

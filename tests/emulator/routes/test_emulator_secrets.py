@@ -49,6 +49,9 @@ def test_a_group_restricted_by_tag_reaches_tagged_services_only(
         params={"show": "this"},
     )
     assert own["runtimeEnvironment"] == {}
+    dump = api.request("GET", "/_emulator/state")
+    assert "DB_PASSWORD" in dump.text
+    assert "s3cret" not in dump.text
 
 
 def test_priority_own_variables_and_service_restrictions(

@@ -71,7 +71,12 @@ def test_projects_plans_and_regions(cli: Cli) -> None:
 def test_service_lifecycle(cli: Cli, http: httpx.Client) -> None:
     name = unique_name("cli")
     created = cli.json(
-        "create", "service", "deployment", *P, "--input", json.dumps(deployment(name))
+        "create",
+        "service",
+        "deployment",
+        *P,
+        "--input",
+        json.dumps(deployment(name, "sh -c 'echo service-started; exec sleep infinity'")),
     )
     service_id = created["id"]
     S = (*P, "--service", service_id)
@@ -107,9 +112,8 @@ def test_service_lifecycle(cli: Cli, http: httpx.Client) -> None:
 
         containers = cli.json("get", "service", "containers", *S)["containers"]
         assert containers[0]["status"] == "TASK_RUNNING"
-        cli.run("exec", "service", *S, "--cmd", 'sh -c "echo to-the-log > /proc/1/fd/1"')
         logs = cli.json("get", "service", "logs", *S)
-        assert "to-the-log" in [line["log"] for line in logs]
+        assert "service-started" in [line["log"] for line in logs]
 
         for verb, extra in [("pause", ()), ("resume", ("--input", "{}")), ("restart", ()),
                             ("scale", ("--input", '{"instances": 1}'))]:  # fmt: skip

@@ -115,16 +115,21 @@ def test_abort_ends_a_running_run_as_failed(api: Api) -> None:
 
 def test_prefect_worker_sequence(api: Api) -> None:
     """The call sequence of prefect-northflank's worker (generic create with settings{},
-    start with {}, poll, delete job) replayed, as that package cannot be installed here."""
+    start, poll the run, delete the job) replayed, as that package cannot be installed here;
+    the run also gets a runtime-environment override and its logs are read."""
     body = {
         "name": unique_name("pf-flow"),
         "description": "Prefect job: pf-flow",
         "billing": {"deploymentPlan": "nf-compute-20"},
         "deployment": {
             "external": {"imagePath": "prefecthq/prefect:3-python3.12"},
-            "docker": {"configType": "customCommand", "customCommand": "echo flow-run"},
+            "docker": {
+                "configType": "customCommand",
+                "customCommand": "sh -c 'echo flow-run $PREFECT__FLOW_RUN_ID "
+                "$PREFECT_LOGGING_LEVEL'",
+            },
         },
-        "runtimeEnvironment": {"PREFECT__FLOW_RUN_ID": "abc"},
+        "runtimeEnvironment": {"PREFECT__FLOW_RUN_ID": "abc", "PREFECT_LOGGING_LEVEL": "INFO"},
         "settings": {
             "backoffLimit": 3,
             "activeDeadlineSeconds": 3600,
@@ -133,8 +138,10 @@ def test_prefect_worker_sequence(api: Api) -> None:
     }
     headers = {"Content-Type": "application/json"}
     job_id = api.ok("POST", JOBS, json=body, headers=headers)["id"]
-    run_id = api.ok("POST", f"{JOBS}/{job_id}/runs", json={}, headers=headers)["id"]
+    override = {"runtimeEnvironment": {"PREFECT_LOGGING_LEVEL": "DEBUG"}}
+    run_id = api.ok("POST", f"{JOBS}/{job_id}/runs", json=override, headers=headers)["id"]
     assert wait_run(api, job_id, run_id)["status"] == "SUCCESS"
+    assert logs(api, job_id, run_id) == ["flow-run abc DEBUG"]
     job = api.ok("GET", f"{JOBS}/{job_id}")
     assert job["settings"]["backoffLimit"] == 3
     assert job["jobType"] == "manual"

@@ -13,6 +13,7 @@ from pytest_northflank.emulator.state import (
     TagRecord,
     iso,
 )
+from pytest_northflank.emulator.updates import ports_view
 
 OWNER = "emulator"
 
@@ -72,7 +73,7 @@ def service_detail(service: ServiceRecord) -> dict[str, Any]:
         "updatedAt": iso(service.updated_at),
         "billing": {"deploymentPlan": service.plan},
         "deployment": deployment,
-        "ports": [dict(port) for port in spec.ports],
+        "ports": ports_view(spec.ports),
         "runtimeEnvironment": dict(spec.env),
         "cluster": dict(CLUSTER),
         "lastTransitionTime": iso(service.last_transition),

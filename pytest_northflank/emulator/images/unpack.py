@@ -46,7 +46,8 @@ def open_layer(path: Path) -> IO[bytes]:
     head = raw.read(4)
     raw.seek(0)
     if head.startswith(_GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        raw.close()
+        return gzip.open(path, "rb")  # owns its file, unlike GzipFile(fileobj=...)
     if head == _ZSTD_MAGIC:
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]

@@ -45,7 +45,9 @@ class Layer:
 
     def __init__(self) -> None:
         self._buffer = io.BytesIO()
-        self._tar = tarfile.open(fileobj=self._buffer, mode="w", format=tarfile.PAX_FORMAT)
+        self._tar = tarfile.open(  # noqa: SIM115  closed by tar()
+            fileobj=self._buffer, mode="w", format=tarfile.PAX_FORMAT
+        )
 
     def add(self, info: tarfile.TarInfo, data: bytes | None = None) -> Layer:
         if data is not None:

@@ -151,6 +151,7 @@ class TestRegistry:
         token = secrets.token_hex(8)
         self._tokens[token] = repository
         self._reply(request, 200, json.dumps({"token": token}).encode())
+        return None
 
     @staticmethod
     def _error(

@@ -38,7 +38,7 @@ def test_parallel_pulls_fetch_each_blob_once(tmp_path: Path) -> None:
                     f"{server.address}/team/app:1",
                 ],
                 env=env,
-            )  # fmt: skip
+            )
             for _ in range(4)
         ]
         assert [w.wait(120) for w in workers] == [0, 0, 0, 0]
@@ -61,7 +61,8 @@ def test_docker_save_tarball_loads_and_runs_offline(tmp_path: Path, cache: Image
     archive = docker_save(image, "ubuntu:22.04", tmp_path / "ubuntu.tar")
     assert load_images(archive, cache) == ["docker.io/library/ubuntu:22.04"]
     loaded = ImageStore(cache).get("ubuntu:22.04")  # Docker Hub is never asked: it is cached
-    assert not loaded.pulled and (loaded.layers[0] / "from-tarball").read_bytes() == b"yes"
+    assert not loaded.pulled
+    assert (loaded.layers[0] / "from-tarball").read_bytes() == b"yes"
     assert loaded.config.cmd == ("true",)
 
 
@@ -78,7 +79,8 @@ def test_prune_drops_least_recently_used(registry: TestRegistry, cache: ImageCac
         registry.push("team/app", tag, make_image(Layer().file(tag, b"x" * 50_000)))
         store.get(f"{registry.address}/team/app:{tag}")
     removed, freed = cache.prune(max_bytes=60_000)
-    assert removed == [f"{registry.address}/team/app:old"] and freed >= 50_000
+    assert removed == [f"{registry.address}/team/app:old"]
+    assert freed >= 50_000
     assert [i.name for i in cache.images()] == [f"{registry.address}/team/app:new"]
     cache.hold()  # an emulator is using the cache
     try:

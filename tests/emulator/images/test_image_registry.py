@@ -46,12 +46,14 @@ def test_pull_with_anonymous_token(registry: TestRegistry, cache: ImageCache) ->
     image = small_image(Env=["A=1"], WorkingDir="/etc", Cmd=["true"])
     digest = registry.push("team/app", "v1", image)
     pulled = ImageStore(cache).get(f"{registry.address}/team/app:v1")
-    assert pulled.pulled and pulled.digest == digest
+    assert pulled.pulled
+    assert pulled.digest == digest
     assert (pulled.layers[0] / "etc/marker").read_bytes() == b"1"
     assert (pulled.config.env, pulled.config.workdir, pulled.config.cmd) == (
         {"A": "1"}, "/etc", ("true",))  # fmt: skip
     again = ImageStore(cache).get(f"{registry.address}/team/app:v1")
-    assert not again.pulled and registry.blob_hits(image) == [1, 1]
+    assert not again.pulled
+    assert registry.blob_hits(image) == [1, 1]
 
 
 def test_docker_media_types(registry: TestRegistry, cache: ImageCache) -> None:
@@ -93,7 +95,7 @@ def test_missing_tag_is_not_found_with_the_registry_answer(
 
 
 def test_index_resolved_to_this_platform(registry: TestRegistry, cache: ImageCache) -> None:
-    os_name, arch, _ = this_platform()
+    _os_name, arch, _ = this_platform()
     other = "arm64" if arch != "arm64" else "amd64"
     mine, theirs = small_image(b"mine"), small_image(b"theirs")
     registry.push_index("multi/app", "1", [(theirs, "linux", other), (mine, "linux", arch)])

@@ -49,7 +49,7 @@ def test_files_links_and_absolute_symlink_targets_are_kept(tmp_path: Path) -> No
         "through-relative-symlink",
         "hardlink-missing",
         "hardlink-escape",
-    ],  # fmt: skip
+    ],
 )
 def test_nothing_escapes_the_layer(tmp_path: Path, layer: Layer, message: str) -> None:
     with pytest.raises(UnsafeArchiveError, match=message):
@@ -69,7 +69,8 @@ def test_whiteouts_become_overlay_whiteouts(tmp_path: Path) -> None:
     layer = Layer().directory("etc").whiteout("etc/motd").directory("var").opaque("var")
     root = unpack(layer, tmp_path / "l")
     st = os.lstat(root / "etc/motd")
-    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert stat.S_ISCHR(st.st_mode)
+    assert st.st_rdev == 0
     assert not (root / "etc/.wh.motd").exists()
     assert os.getxattr(root / "var", OPAQUE_XATTR) == b"y"
 

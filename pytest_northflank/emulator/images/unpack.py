@@ -47,7 +47,7 @@ def open_layer(path: Path) -> IO[bytes]:
     raw.seek(0)
     if head.startswith(_GZIP_MAGIC):
         raw.close()
-        return gzip.open(path, "rb")  # owns its file, unlike GzipFile(fileobj=...)
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # owns its file
     if head == _ZSTD_MAGIC:
         try:
             import zstandard  # type: ignore[import-not-found,unused-ignore]

@@ -38,8 +38,9 @@ def load_images(
         return _load(path.name, lambda rel: open(_inside(path, rel), "rb"), cache, name, platform)
     try:
         archive = tarfile.open(path)  # noqa: SIM115  closed below, once it opened
-    except (OSError, tarfile.TarError) as exc:
-        raise BadImage(str(path), f"not an image archive: {exc}") from None
+    except (OSError, tarfile.TarError):
+        raise BadImage(str(path), "not a docker save tarball or an OCI layout (not a tar "
+                       "archive, nor a directory)") from None  # fmt: skip
     with archive:
 
         def opener(rel: str) -> IO[bytes]:

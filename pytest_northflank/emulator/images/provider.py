@@ -14,12 +14,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from pytest_northflank.emulator.images.errors import RegistryUnreachable
+from pytest_northflank.emulator.images.reference import parse_reference
 from pytest_northflank.emulator.images.store import Image, ImageStore
 
 DIRECTORY_REASON = "directory isolation cannot run images"
+OFFLINE_MEMORY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class ImageProvider:
         self.directory_mode = directory_mode
         self._lock = threading.Lock()
         self._fallbacks: dict[str, HostFallback] = {}
+        self._offline: dict[str, tuple[float, str]] = {}  # registry -> (when, answer)
 
     def get(self, image: str, credential_id: str | None = None) -> Image | HostFallback:
         """The image, or a recorded :class:`HostFallback`. Raises :class:`ImageError` when
@@ -59,12 +63,32 @@ class ImageProvider:
             if self.require_images:
                 raise RegistryUnreachable(image, reason, "use namespace isolation (root on Linux)")
             return self._record(HostFallback(image, reason))
+        offline = self._offline_answer(image)
         try:
+            if offline is not None:
+                cached = self.store.cached(image)
+                if cached is not None:
+                    return cached
+                raise RegistryUnreachable(image, offline)
             return self.store.get(image, credential_id)
         except RegistryUnreachable as exc:
+            self._note_offline(image, exc.answer)
             if self.require_images:
                 raise
             return self._record(HostFallback(image, exc.answer))
+
+    def _offline_answer(self, image: str) -> str | None:
+        """What the image's registry said when it last could not be reached, if recently:
+        each sandbox of an offline run must not wait for the network to fail again."""
+        with self._lock:
+            seen = self._offline.get(_registry_of(image))
+        if seen is None or time.monotonic() - seen[0] > OFFLINE_MEMORY_SECONDS:
+            return None
+        return seen[1]
+
+    def _note_offline(self, image: str, answer: str) -> None:
+        with self._lock:
+            self._offline[_registry_of(image)] = (time.monotonic(), answer)
 
     def _record(self, fallback: HostFallback) -> HostFallback:
         with self._lock:
@@ -75,3 +99,10 @@ class ImageProvider:
         """Every image that fell back to the host's userland so far (one entry per image)."""
         with self._lock:
             return list(self._fallbacks.values())
+
+
+def _registry_of(image: str) -> str:
+    try:
+        return parse_reference(image).registry
+    except ValueError:
+        return image

@@ -100,7 +100,7 @@ class RegistryClient:
         self._backoff = backoff
         self._tokens: dict[tuple[str, str], str] = {}
         self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             follow_redirects=True,  # httpx drops Authorization when the origin changes
             headers={"User-Agent": "pytest-northflank-emulator"},
         )
@@ -218,7 +218,9 @@ class RegistryClient:
                 )
             except (httpx.TransportError, OSError) as exc:
                 attempt += 1
-                if attempt >= self._attempts:
+                # No retry when the connection never opened (no DNS answer, refused, timed
+                # out): offline CI must fall back at once, not after a minute of retries.
+                if attempt >= self._attempts or isinstance(exc, _NOT_CONNECTED):
                     raise RegistryUnreachable(
                         ref.name, f"cannot reach {self._base(ref)}: {_describe(exc)}",
                         "check the network, or load the image with "
@@ -290,6 +292,9 @@ _CREDENTIALS_HINT = (
     "give credentials in deployment.external.credentials (the emulator's "
     "--registry-credentials file) or in Docker's config.json"
 )
+
+
+_NOT_CONNECTED = (httpx.ConnectError, httpx.ConnectTimeout, OSError)
 
 
 class _Transient(Exception):

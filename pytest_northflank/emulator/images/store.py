@@ -79,6 +79,14 @@ class ImageStore:
                     raise
                 return self._ready(cached, pulled=False)  # "latest", offline: the cached one
 
+    def cached(self, image: str) -> Image | None:
+        """The image from the cache alone (no network), or None."""
+        try:
+            found = self.cache.lookup(parse_reference(image).name)
+        except ValueError:
+            return None
+        return None if found is None else self._ready(found, pulled=False)
+
     def _lock_for(self, name: str) -> threading.Lock:
         with self._locks_lock:
             return self._locks.setdefault(name, threading.Lock())

@@ -45,7 +45,11 @@ class TestRegistry:
 
             do_HEAD = do_GET
 
-        self._server = ThreadingHTTPServer((host, 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client hanging up on a kept-alive connection is no news
+
+        self._server = Server((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.address = f"{host}:{self.port}"

@@ -59,9 +59,12 @@ class ImageCache:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = (root or default_cache_root()).absolute()
+        if root is None:  # our own directory under the user's cache: private too
+            self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
         for sub in ("images", "blobs/sha256", "layers", "locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
         self._in_use_fd: int | None = None
 
     # -- paths -----------------------------------------------------------------------------
@@ -230,6 +233,14 @@ class ImageCache:
                 freed += blob.stat().st_size
                 blob.unlink(missing_ok=True)
         return removed, freed
+
+
+def peek(name: str, root: Path | None = None) -> CachedImage | None:
+    """The cached image called ``name`` without creating anything (for the pytest header);
+    its layers are not checked."""
+    root = (root or default_cache_root()).absolute()
+    image = _read_image(root / "images" / (hashlib.sha256(name.encode()).hexdigest() + ".json"))
+    return image if image is not None and image.name == name else None
 
 
 def _hex(digest: str) -> str:

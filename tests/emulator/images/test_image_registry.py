@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from pathlib import Path
@@ -167,3 +168,13 @@ def test_busybox_userland_pulls(registry: TestRegistry, cache: ImageCache) -> No
     registry.push("tiny/busybox", "1", image)
     pulled = ImageStore(cache).get(f"{registry.address}/tiny/busybox:1")
     assert (pulled.layers[0] / "bin/busybox").stat().st_size > 100_000
+
+
+def test_zstd_layers_when_the_library_is_there(registry: TestRegistry, cache: ImageCache) -> None:
+    zstandard = pytest.importorskip("zstandard")
+    image = small_image(b"zstd")
+    tar = gzip.decompress(image.layers[0])
+    image.layers[0] = zstandard.ZstdCompressor().compress(tar)
+    registry.push("team/zstd", "1", image)
+    pulled = ImageStore(cache).get(f"{registry.address}/team/zstd:1")
+    assert (pulled.layers[0] / "etc/marker").read_bytes() == b"zstd"

@@ -4,6 +4,7 @@
     pytest-northflank reap --run k3x9qa            # dry run: says what it would delete
     pytest-northflank reap --expired --yes         # deletes those past their deadline
     pytest-northflank emulator --port 8080         # Northflank on localhost
+    pytest-northflank images load ubuntu.tar       # an image for offline sandboxes
 
 Only services this tool created are ever listed or deleted: both the ``nft-<run>-`` name and
 the ``pytest-northflank run=<run> ...`` description must say so.
@@ -132,7 +133,8 @@ def cmd_reap(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytest-northflank",
-        description="List and reap pytest-northflank sandboxes, or serve the local emulator.",
+        description="List and reap pytest-northflank sandboxes, serve the local emulator, or "
+        "manage its image cache.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -162,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     reap.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     reap.set_defaults(handler=cmd_reap)
 
+    from pytest_northflank.emulator.images.commands import add_parser as add_images_parser
+
+    add_images_parser(commands)
     commands.add_parser(
         "emulator",
         help="serve the Northflank emulator; options as python -m pytest_northflank.emulator",

@@ -25,7 +25,7 @@ from pytest_northflank.emulator.info_file import (
     write_info_file,
 )
 from pytest_northflank.emulator.validation import TagSpec, check_tag_body
-from pytest_northflank.errors import EmulatorError
+from pytest_northflank.errors import NorthflankError
 
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
 
@@ -104,6 +104,41 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--rate-limit", type=int, metavar="PER_HOUR", help="hourly request quota (none)"
     )
     parser.add_argument("--state-dir", type=Path, help="where sandboxes live (a temp dir)")
+    images = parser.add_argument_group("images")
+    images.add_argument(
+        "--image-cache",
+        type=Path,
+        metavar="DIR",
+        help="image cache (default: $XDG_CACHE_HOME/pytest-northflank/images)",
+    )
+    images.add_argument(
+        "--registry-mirror", metavar="URL", help="a registry serving Docker Hub images"
+    )
+    images.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a registry spoken to over plain HTTP (repeatable; localhost always is)",
+    )
+    images.add_argument(
+        "--registry-credentials",
+        type=Path,
+        metavar="FILE",
+        help='saved registry credentials: {"<id>": {"username", "password", "registry"}}, '
+        "named by deployment.external.credentials",
+    )
+    images.add_argument(
+        "--require-images",
+        action="store_true",
+        help="fail a deployment whose image cannot be pulled, instead of using this "
+        "machine's userland",
+    )
+    images.add_argument(
+        "--no-images",
+        action="store_true",
+        help="never pull: every sandbox uses this machine's userland (as before images)",
+    )
     parser.add_argument(
         "--exit-with-pid",
         type=int,
@@ -138,6 +173,7 @@ def _watch_process(pid: int, stop_requested: threading.Event) -> None:
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Serve until interrupted; ``prog`` is how help and errors name the command."""
     args = build_parser(prog).parse_args(argv)
+    from pytest_northflank.emulator.images.options import ImageOptions
     from pytest_northflank.emulator.server import EmulatorServer
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -161,9 +197,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             spot_only=args.spot_only,
             rate_limit_per_hour=args.rate_limit,
             state_dir=args.state_dir,
+            images=ImageOptions(
+                enabled=not args.no_images,
+                cache_dir=args.image_cache,
+                mirror=args.registry_mirror,
+                insecure=tuple(args.insecure_registry),
+                credentials_file=args.registry_credentials,
+                require=args.require_images,
+            ),
         )
         server.start()
-    except EmulatorError as exc:
+    except NorthflankError as exc:  # EmulatorError, or a ConfigError of the credentials file
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.exit_with_pid is not None:

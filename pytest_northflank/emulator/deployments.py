@@ -7,9 +7,12 @@ state is only touched back on the loop.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from collections.abc import Iterable
 
+from pytest_northflank.emulator.images import Image, ImageError, main_argv
+from pytest_northflank.emulator.images.provider import HostFallback, ImageProvider
 from pytest_northflank.emulator.runtime import (
     CommandNotRunnable,
     Container,
@@ -24,6 +27,7 @@ from pytest_northflank.emulator.state import (
     pod_name,
     utcnow,
 )
+from pytest_northflank.emulator.validation import ServiceSpec
 from pytest_northflank.errors import EmulatorError
 
 DEFAULT_GRACE_SECONDS = 2.0
@@ -33,9 +37,12 @@ MAX_KEPT_LOG_LINES = 10_000
 class Deployments:
     """Runs each service's instance as a local container."""
 
-    def __init__(self, state: EmulatorState, runtime: ContainerRuntime) -> None:
+    def __init__(
+        self, state: EmulatorState, runtime: ContainerRuntime, images: ImageProvider | None = None
+    ) -> None:
         self.state = state
         self.runtime = runtime
+        self.images = images or ImageProvider(None, directory_mode=runtime.isolation != "namespace")
 
     async def roll_out(self, service: ServiceRecord, reason: RolloutReason) -> None:
         """Replace the service's instance (if any) by a new one and start a rollout."""
@@ -71,8 +78,24 @@ class Deployments:
             **spec.env,
         }
         try:
+            # Pulling may take a while: the deployment stays in progress meanwhile.
+            image = await asyncio.to_thread(self.images.get, spec.image, spec.credentials)
+        except ImageError as exc:
+            instance.start_error = f"The image could not be pulled: {exc}"
+            return
+        if isinstance(image, HostFallback):
+            argv, instance.image_notice, chosen = list(spec.argv), image.notice, None
+        else:
+            argv, chosen = image_argv(spec, image), image
+            if not argv:
+                instance.start_error = (
+                    f"The image {spec.image} names no command (no Entrypoint or Cmd): set a "
+                    "custom command"
+                )
+                return
+        try:
             container = await asyncio.to_thread(
-                self.runtime.start, instance.name, list(spec.argv), env
+                self.runtime.start, instance.name, argv, env, chosen
             )
         except CommandNotRunnable as exc:
             instance.start_error = f"The main command could not be started: {exc}"
@@ -115,3 +138,19 @@ def service_logs(service: ServiceRecord) -> list[tuple[str, LogRecord]]:
     if instance is not None and instance.container is not None:
         lines += [(instance.name, record) for record in instance.container.log_lines()]
     return lines
+
+
+def image_argv(spec: ServiceSpec, image: Image) -> list[str]:
+    """The main command as Northflank builds it from the image and the docker settings."""
+    docker = spec.docker  # checked when the service was created or updated
+
+    def words(key: str) -> list[str]:
+        text = docker.get(key)
+        return shlex.split(text) if isinstance(text, str) else []
+
+    return main_argv(
+        image.config,
+        str(docker.get("configType", "default")),
+        words("customEntrypoint"),
+        words("customCommand"),
+    )

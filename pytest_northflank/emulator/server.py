@@ -21,6 +21,8 @@ from pytest_northflank.emulator.app import create_app
 from pytest_northflank.emulator.context import EmulatorContext
 from pytest_northflank.emulator.control_client import EmulatorControl
 from pytest_northflank.emulator.deployments import Deployments
+from pytest_northflank.emulator.images.options import ImageOptions, build_provider
+from pytest_northflank.emulator.images.provider import ImageProvider
 from pytest_northflank.emulator.runtime import ContainerRuntime, IsolationMode, IsolationSetting
 from pytest_northflank.emulator.state import EmulatorConfig, EmulatorState
 from pytest_northflank.errors import EmulatorError
@@ -70,7 +72,8 @@ class EmulatorServer:
     tag fail like a spot-only cluster; ``rate_limit_per_hour`` sets a quota (``None``: none);
     ``project_create_error`` makes project creation fail with that message (as on BYOC);
     ``require_existing_tags`` makes services name only tags that exist. ``state_dir`` holds
-    the sandboxes (default: a temporary directory).
+    the sandboxes (default: a temporary directory). ``images`` says where sandbox images
+    come from (default: pulled from their registries into the user's cache directory).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class EmulatorServer:
         project_create_error: str | None = None,
         require_existing_tags: bool = True,
         state_dir: Path | None = None,
+        images: ImageOptions | None = None,
     ) -> None:
         if isinstance(project_ids, str):
             raise EmulatorError("project_ids must be a sequence of ids, not one string")
@@ -111,6 +115,8 @@ class EmulatorServer:
         )
         self._isolation_setting: IsolationSetting = isolation
         self._state_dir = state_dir
+        self._image_options = images or ImageOptions()
+        self._images: ImageProvider | None = None
         self._runtime: ContainerRuntime | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -167,6 +173,16 @@ class EmulatorServer:
         """Why that isolation was chosen (for a report header)."""
         return self.runtime.isolation_reason
 
+    @property
+    def images(self) -> ImageProvider:
+        """Where sandbox images come from, and which fell back to the host's userland."""
+        return _started(self._images)
+
+    def _release_images(self) -> None:
+        images, self._images = self._images, None
+        if images is not None and images.store is not None:
+            images.store.cache.release()
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> EmulatorServer:
@@ -175,10 +191,14 @@ class EmulatorServer:
             raise EmulatorError("the emulator is already started")
         runtime = ContainerRuntime(self._isolation_setting, self._state_dir)
         try:
+            self._images = build_provider(
+                self._image_options, directory_mode=runtime.isolation != "namespace"
+            )
             self._start_serving(runtime)
         except BaseException:
             self._stop_serving()
             runtime.shutdown()
+            self._release_images()
             raise
         self._runtime = runtime
         return self
@@ -197,7 +217,7 @@ class EmulatorServer:
         self._state = state
         ctx = EmulatorContext(
             state=state,
-            deployments=Deployments(state, runtime),
+            deployments=Deployments(state, runtime, self._images),
             runtime=runtime,
             token=self.token,
             version=_version(),
@@ -247,6 +267,7 @@ class EmulatorServer:
         runtime, self._runtime = self._runtime, None
         if runtime is not None:
             runtime.shutdown()
+        self._release_images()
         self._control = None
         self._state = None
 

@@ -101,6 +101,7 @@ class Instance:
     container: Container | None = None
     started_at: float | None = None  # monotonic, once the main process runs
     start_error: str | None = None
+    image_notice: str | None = None  #: set when the host's userland stands in for the image
     start_exit_code: int | None = None
 
     def main_exit_code(self) -> int | None:
@@ -382,6 +383,7 @@ class EmulatorState:
                         "exitCode": instance.main_exit_code(),
                         "pid": instance.container.pid if instance.container else None,
                         "startError": instance.start_error,
+                        "imageNotice": instance.image_notice,
                     },
                 }
             )

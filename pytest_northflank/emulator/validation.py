@@ -50,7 +50,7 @@ DOCKER_CONFIG_TYPES = (
     "customEntrypointCustomCommand",
 )
 PORT_PROTOCOLS = ("HTTP", "HTTP/2", "TCP", "UDP")
-# The image's own command is unknown here (images are not pulled): keep the container alive.
+# The image's own command when the image is not available (host userland): keep it alive.
 IMAGE_DEFAULT_ARGV = ("sleep", "infinity")
 
 SERVICE_FIELDS = {
@@ -213,7 +213,7 @@ class ServiceSpec:
     plan: str
     image: str
     docker: dict[str, Any]
-    argv: list[str]
+    argv: list[str]  #: the main command on the host's userland (image not available)
     instances: int
     env: dict[str, str]
     grace_period: float | None
@@ -221,6 +221,7 @@ class ServiceSpec:
     echoed: dict[str, Any] = field(default_factory=dict)
     deployment_echo: dict[str, Any] = field(default_factory=dict)
     ports: list[dict[str, Any]] = field(default_factory=list)
+    credentials: str | None = None  #: deployment.external.credentials (a saved credential id)
 
 
 def check_service_body(body: Any) -> ServiceSpec:
@@ -272,7 +273,7 @@ def check_service_body(body: Any) -> ServiceSpec:
     if deployment.get("type") not in (None, "deployment", "statefulSet"):
         problems.add("deployment.type", "must be 'deployment' or 'statefulSet'")
 
-    image = _check_image_source(problems, deployment)
+    image, credentials = _check_image_source(problems, deployment)
     docker, argv = check_docker(problems, deployment.get("docker"))
     if deployment.get("buildpack") is not None:
         problems.add("deployment.buildpack", "buildpack settings need a build; the emulator "
@@ -334,26 +335,30 @@ def check_service_body(body: Any) -> ServiceSpec:
         echoed=echoed,
         deployment_echo=deployment_echo,
         ports=ports,
+        credentials=credentials,
     )
 
 
-def _check_image_source(problems: Problems, deployment: dict[str, Any]) -> str | None:
+def _check_image_source(
+    problems: Problems, deployment: dict[str, Any]
+) -> tuple[str | None, str | None]:
+    """The image reference and the saved registry credential id."""
     if deployment.get("internal") is not None:
         problems.add("deployment.internal", "builds are not available on the emulator; use "
                      "deployment.external.imagePath")  # fmt: skip
-        return None
+        return None, None
     if deployment.get("external") is None:
         problems.add("deployment.external.imagePath", "is required (the emulator runs external "
                      "images only)")  # fmt: skip
-        return None
+        return None, None
     external = _object(problems, deployment["external"], "deployment.external", required=True)
     _unknown_fields(problems, external, {"imagePath", "credentials"}, "deployment.external")
-    _string(problems, external.get("credentials"), "deployment.external.credentials")
+    credentials = _string(problems, external.get("credentials"), "deployment.external.credentials")
     image = _string(problems, external.get("imagePath"), "deployment.external.imagePath",
                     required=True)  # fmt: skip
     if image is not None and not IMAGE_RE.match(image):
         problems.add("deployment.external.imagePath", f"{image!r} is not a valid image reference")
-    return image
+    return image, credentials
 
 
 def check_docker(problems: Problems, value: Any) -> tuple[dict[str, Any], list[str]]:

@@ -68,6 +68,10 @@ async def info(request: Request) -> Response:
             "isolation": ctx.runtime.isolation,
             "isolationReason": ctx.runtime.isolation_reason,
             "projects": list(ctx.state.projects),
+            "imageFallbacks": [
+                {"image": f.image, "reason": f.reason, "notice": f.notice}
+                for f in ctx.deployments.images.fallbacks()
+            ],
         }
     )
 

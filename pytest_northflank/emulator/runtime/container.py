@@ -75,6 +75,7 @@ class Container:
         spawner: Spawner,
         max_log_lines: int,
         on_stopped: Callable[[Container], None],
+        user: tuple[int, int] | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.isolation: IsolationMode = isolation
@@ -82,6 +83,7 @@ class Container:
         self.workdir = workdir  #: working directory of the main process and of every exec
         self.directory = directory  #: the sandbox's directory on the host (removed on stop)
         self.hostname = hostname
+        self.user = user  #: (uid, gid) of every process, from the image's User; None: root
         self.pid = pid  #: host PID of the main process (PID 1 of the sandbox in namespace mode)
         #: directory mode: env entries that identify this sandbox's processes (for the sweep)
         self.markers = directory_markers(directory) if isolation == "directory" else []
@@ -172,6 +174,8 @@ class Container:
             "workdir": self.workdir,
             "tty": tty,
         }
+        if self.user is not None:
+            spec["uid"], spec["gid"] = self.user
         handed_over: list[int] = []  # child-side fds: closed by the spawn job once it ran
         kept: list[int] = []  # our side: owned by the ExecProcess once it exists
         output_fds: dict[int, Stream]

@@ -11,8 +11,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
+from pytest_northflank.emulator.images.config import resolve_user, sandbox_env
 from pytest_northflank.emulator.runtime.container import (
     Container,
     IsolationMode,
@@ -32,6 +33,9 @@ from pytest_northflank.emulator.runtime.start_in_sandbox import (
 )
 from pytest_northflank.emulator.runtime.validate import check_argv, check_env
 from pytest_northflank.errors import EmulatorError
+
+if TYPE_CHECKING:  # the runtime runs on the standard library alone (httpx is for pulling)
+    from pytest_northflank.emulator.images.store import Image
 
 IsolationSetting = Literal["auto", "namespace", "directory"]
 
@@ -240,13 +244,22 @@ class ContainerRuntime:
         with self._lock:
             return list(self._containers.values())
 
-    def start(self, sandbox_id: str, argv: list[str], env: Mapping[str, str]) -> Container:
+    def start(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        env: Mapping[str, str],
+        image: Image | None = None,
+    ) -> Container:
         """Start a sandbox whose main process runs ``argv`` with ``env``.
 
         Returns once ``argv`` has been executed (in namespace mode as PID 1 of the sandbox).
         Every process gets ``env`` over the defaults ``PATH``, ``HOME`` (``/root``;
         ``<dir>/home`` in directory mode), ``HOSTNAME`` (namespace) or ``TMPDIR`` (directory);
-        nothing of the emulator's own environment. Raises :class:`CommandNotFound` /
+        nothing of the emulator's own environment. With ``image`` (namespace isolation only)
+        the sandbox's root is the image's layers instead of the host's userland, and the
+        image's ``Env``, ``WorkingDir`` and ``User`` apply to the main process and every
+        exec. Raises :class:`CommandNotFound` /
         :class:`CommandNotExecutable` when ``argv[0]`` cannot be executed (nothing is left
         behind), and :class:`EmulatorError` for bad input, a duplicate running ``sandbox_id``,
         or a runtime that is shut down.
@@ -266,7 +279,7 @@ class ContainerRuntime:
         directory = self.state_dir / f"{_slug_for(sandbox_id)}-{secrets.token_hex(4)}"
         try:
             directory.mkdir()
-            container = self._start(sandbox_id, argv, user_env, directory)
+            container = self._start(sandbox_id, argv, user_env, directory, image)
         except BaseException:
             _remove_tree(directory)
             raise
@@ -283,11 +296,27 @@ class ContainerRuntime:
         return container
 
     def _start(
-        self, sandbox_id: str, argv: list[str], user_env: dict[str, str], directory: Path
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        user_env: dict[str, str],
+        directory: Path,
+        image: Image | None,
     ) -> Container:
         hostname = _hostname_for(sandbox_id)
         spec: dict[str, Any] = {"action": "init", "isolation": self.isolation, "argv": argv}
-        if self.isolation == "namespace":
+        user: tuple[int, int] | None = None
+        if image is not None:
+            if self.isolation != "namespace":
+                raise EmulatorError(
+                    f"image {image.name} needs namespace isolation; directory isolation runs "
+                    "this machine's userland only"
+                )
+            workdir, env, user, image_spec = _image_root(image, hostname, user_env)
+            spec |= {"sandbox_dir": str(directory), "hostname": hostname, **image_spec}
+            if user is not None:
+                spec["uid"], spec["gid"] = user
+        elif self.isolation == "namespace":
             workdir = "/"
             env = {"PATH": DEFAULT_PATH, "HOME": "/root", "HOSTNAME": hostname, **user_env}
             spec |= {
@@ -340,6 +369,7 @@ class ContainerRuntime:
                 spawner=self._spawner,
                 max_log_lines=self._max_log_lines,
                 on_stopped=self._forget,
+                user=user,
             )
             started = True
             return container
@@ -384,3 +414,27 @@ class ContainerRuntime:
                 errors.append(exc)
         if errors:
             raise errors[0]
+
+
+def _image_root(
+    image: Image, hostname: str, user_env: dict[str, str]
+) -> tuple[str, dict[str, str], tuple[int, int] | None, dict[str, Any]]:
+    """Working directory, environment, user and launcher spec of a sandbox made from ``image``."""
+    config = image.config
+    layers_top_first = list(reversed(image.layers))
+    try:
+        uid, gid, home = resolve_user(config.user, layers_top_first)
+    except LookupError as exc:
+        raise EmulatorError(f"image {image.name}: {exc}") from None
+    env = sandbox_env(config, hostname, user_env)
+    if home and "HOME" not in config.env and "HOME" not in user_env:
+        env["HOME"] = home
+    workdir = config.workdir if config.workdir.startswith("/") else "/" + config.workdir
+    spec = {
+        "lower_dirs": [str(layer) for layer in layers_top_first],
+        "masked_dirs": (),
+        "hidden_files": (),
+        # As container engines do: the host's name resolution, whatever the image has.
+        "copied_links": ("/etc/resolv.conf", "/etc/hosts"),
+    }
+    return workdir, env, (uid, gid) if config.user else None, spec

@@ -178,7 +178,22 @@ def build_root(spec: dict[str, Any]) -> None:
     upper, work, root = (os.path.join(sandbox_dir, name) for name in ("upper", "work", "root"))
     for path in (upper, work, root):
         os.mkdir(path)
-    mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={upper},workdir={work}")
+    lower = "/"
+    layers = spec.get("lower_dirs")
+    if layers:
+        # An image: its layers, top first. Named relative to their common directory, so that
+        # the option string (one page at most) holds more of them.
+        parents = {os.path.dirname(layer) for layer in layers}
+        if len(parents) == 1:
+            os.chdir(parents.pop())
+            layers = [os.path.basename(layer) for layer in layers]
+        lower = ":".join(layers)
+    mount("overlay", root, "overlay", 0, f"lowerdir={lower},upperdir={upper},workdir={work}")
+    if layers:
+        # An image need not have the mount points, nor its own working directory (Docker
+        # makes it): made in the sandbox's upper layer, never in the shared image layers.
+        for name in ("proc", "dev", "sys", spec["workdir"].lstrip("/")):
+            os.makedirs(os.path.join(root, name), exist_ok=True)
     # Submounts of the host (/proc, /dev, /sys, ...) are not part of an overlay of "/".
     proc_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     mount("proc", root + "/proc", "proc", proc_flags)
@@ -211,7 +226,8 @@ def build_root(spec: dict[str, Any]) -> None:
             os.unlink(root + path)
     for path, content in copies.items():
         with contextlib.suppress(OSError):
-            os.unlink(root + path)
+            with contextlib.suppress(FileNotFoundError):  # an image may have none
+                os.unlink(root + path)
             with open(root + path, "wb") as copy:
                 copy.write(content)
     pivot_root(root)
@@ -291,6 +307,11 @@ def run_child(spec: dict[str, Any], error_pipe: int) -> NoReturn:
         os.chdir(spec["workdir"])
         if spec["isolation"] == "namespace":
             drop_capabilities()
+        if spec.get("uid") is not None:
+            stage = "set user"  # the image's User: after the capabilities, before exec
+            os.setgroups([])
+            os.setgid(spec["gid"])
+            os.setuid(spec["uid"])
         if spec.get("probe"):
             os._exit(0)
         stage = "exec"

@@ -19,7 +19,6 @@ import errno
 import os
 import posixpath
 import stat
-import struct
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from pytest_northflank.errors import FileTransferError, UnsafeArchiveError
+from pytest_northflank.tarsafety import DAMAGED, clamp_mtime, member_parts, within
 
 __all__ = [
     "ChunkWriter",
@@ -43,9 +43,6 @@ _READ_SIZE = 1024 * 1024
 _COPY_SIZE = 1024 * 1024
 # Permission bits kept on extraction; setuid, setgid and sticky are dropped.
 _MODE_MASK = 0o777
-# Modification times are kept within what a time_t and the filesystems hold: a header (or a
-# pax record) may say anything, NaN and 10**400 included.
-_MTIME_RANGE = (-(2**31), 2**34 - 1)
 
 
 class _Writer(Protocol):
@@ -209,22 +206,6 @@ class ExtractStats:
     paths: list[str] = field(default_factory=list, repr=False)
 
 
-def _member_parts(name: str, what: str = "member") -> list[str]:
-    """The path components of an archive name, refusing absolute names and ``..``."""
-    if "\x00" in name:
-        raise UnsafeArchiveError(f"archive {what} {name!r} contains a NUL byte")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"archive {what} {name!r} has an absolute path")
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchiveError(f"archive {what} {name!r} contains '..' (path traversal)")
-    return parts
-
-
-def _within(root: str, path: str) -> bool:
-    return path == root or path.startswith(root + os.sep)
-
-
 class _TreeWriter:
     """Writes members under ``root`` without ever following a symlink on the way."""
 
@@ -272,7 +253,7 @@ class _TreeWriter:
 
     def directory(self, parts: list[str], info: tarfile.TarInfo) -> None:
         if not parts:
-            self.dir_attrs.append((self.root, info.mode, _mtime(info)))
+            self.dir_attrs.append((self.root, info.mode, clamp_mtime(info)))
             return
         parent = self._parent(parts, info.name)
         path = os.path.join(parent, parts[-1])
@@ -288,7 +269,7 @@ class _TreeWriter:
             if not stat.S_ISDIR(st.st_mode):
                 os.unlink(path)
                 os.mkdir(path, 0o700)
-        self.dir_attrs.append((path, info.mode, _mtime(info)))
+        self.dir_attrs.append((path, info.mode, clamp_mtime(info)))
         self.stats.directories += 1
         self.stats.paths.append("/".join(parts))
 
@@ -326,7 +307,7 @@ class _TreeWriter:
     def hardlink(self, parts: list[str], info: tarfile.TarInfo) -> None:
         if not parts:
             raise UnsafeArchiveError(f"archive member {info.name!r} is a link at the target root")
-        source_parts = _member_parts(info.linkname, "hardlink target")
+        source_parts = member_parts(info.linkname, "hardlink target")
         if not source_parts:
             raise UnsafeArchiveError(f"archive hardlink {info.name!r} points at the target root")
         source = os.path.join(self._parent(source_parts, info.name), source_parts[-1])
@@ -354,7 +335,7 @@ class _TreeWriter:
         # ``b -> a/..``): check where every new link really leads once all are in place.
         for path in self.new_symlinks:
             real = os.path.realpath(path)
-            if not _within(self.root, real):
+            if not within(self.root, real):
                 os.unlink(path)
                 raise UnsafeArchiveError(
                     f"archive symlink {os.path.relpath(path, self.root)!r} resolves outside "
@@ -365,15 +346,6 @@ class _TreeWriter:
         for path, mode, mtime in reversed(self.dir_attrs):
             os.chmod(path, mode & _MODE_MASK)
             os.utime(path, (mtime, mtime))
-
-
-def _mtime(info: tarfile.TarInfo) -> int:
-    try:
-        seconds = int(info.mtime)
-    except (ValueError, OverflowError, TypeError):  # NaN, infinity, garbage
-        return 0
-    low, high = _MTIME_RANGE
-    return min(max(seconds, low), high)
 
 
 def _write_file(path: str, data: IO[bytes], info: tarfile.TarInfo) -> int:
@@ -388,7 +360,7 @@ def _write_file(path: str, data: IO[bytes], info: tarfile.TarInfo) -> int:
             handle.write(piece)
             written += len(piece)
         os.fchmod(handle.fileno(), info.mode & _MODE_MASK)
-    mtime = _mtime(info)
+    mtime = clamp_mtime(info)
     os.utime(path, (mtime, mtime))
     return written
 
@@ -409,16 +381,10 @@ def _check_type(info: tarfile.TarInfo) -> None:
         )
 
 
-# What tarfile raises on a malformed header besides TarError: a pax record such as
-# "GNU.sparse.map=" or "size=x" reaches int(), and a broken sparse map or base-256 number
-# can overflow or run off its end.
-_DAMAGED = (tarfile.TarError, ValueError, OverflowError, EOFError, IndexError, struct.error)
-
-
 def _open_stream(source: IO[bytes]) -> tarfile.TarFile:
     try:
         return tarfile.open(fileobj=source, mode="r|", errorlevel=2)
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise FileTransferError(f"the received data is not a tar archive: {exc}") from None
 
 
@@ -429,7 +395,7 @@ def extract_tree(source: IO[bytes], target: Path) -> ExtractStats:
     try:
         for info in archive:
             _check_type(info)
-            parts = _member_parts(info.name)
+            parts = member_parts(info.name)
             if info.isdir():
                 writer.directory(parts, info)
             elif info.issym():
@@ -440,7 +406,7 @@ def extract_tree(source: IO[bytes], target: Path) -> ExtractStats:
                 data = archive.extractfile(info)
                 assert data is not None  # regular member
                 writer.regular(parts, info, data)
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise FileTransferError(f"the received tar archive is damaged: {exc}") from None
     except OSError as exc:
         raise FileTransferError(
@@ -461,7 +427,7 @@ def extract_file(source: IO[bytes], destination: Path) -> ExtractStats:
     try:
         for info in archive:
             _check_type(info)
-            _member_parts(info.name)
+            member_parts(info.name)
             if not info.isreg():
                 raise UnsafeArchiveError(
                     f"expected a single regular file, but archive member {info.name!r} is not one"
@@ -480,7 +446,7 @@ def extract_file(source: IO[bytes], destination: Path) -> ExtractStats:
             assert data is not None
             stats.bytes += _write_file(str(destination), data, info)
             stats.files += 1
-    except _DAMAGED as exc:
+    except DAMAGED as exc:
         raise FileTransferError(f"the received tar archive is damaged: {exc}") from None
     except OSError as exc:
         if exc.errno == errno.EACCES:

@@ -165,6 +165,17 @@ OPTIONS: tuple[OptionSpec, ...] = (
         metavar="SECONDS",
         default=0.0,
     ),
+    OptionSpec(
+        "emulator_images",
+        "--nf-emulator-images",
+        "nf_emulator_images",
+        "Where the embedded emulator's sandboxes get their image: pull (from its registry into "
+        "the user cache; when no registry answers and it is not cached, this machine's "
+        "userland, said loudly), require (fail the sandbox instead), or off (always this "
+        "machine's userland). Default: pull.",
+        metavar="pull|require|off",
+        default="pull",
+    ),
 )
 
 DEFAULTS: dict[str, Any] = {spec.field: spec.default for spec in OPTIONS}

@@ -44,6 +44,7 @@ from pytest_northflank.errors import ConfigError
 Backend = Literal["auto", "northflank", "emulator"]
 KeepMode = Literal["never", "on-failure", "always"]
 Isolation = Literal["auto", "namespace", "directory"]
+ImagesMode = Literal["pull", "require", "off"]
 
 EMULATOR_DEFAULT_PROJECT = "default-project"
 
@@ -215,6 +216,7 @@ class Settings(BaseModel):
     warm_ahead: Annotated[WarmAheadMode, PlainValidator(_warm_ahead)] = DEFAULTS["warm_ahead"]
     emulator_isolation: Isolation = DEFAULTS["emulator_isolation"]
     emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = DEFAULTS["emulator_ready_delay"]
+    emulator_images: ImagesMode = DEFAULTS["emulator_images"]
     token: SecretStr | None = Field(default=None, repr=False)
     # The environment variable the token came from (never the token itself).
     token_source: str | None = None

@@ -69,7 +69,9 @@ class EmulatorControl:
         return result
 
     def info(self) -> dict[str, Any]:
-        """``version``, ``isolation``, ``isolationReason`` and the project ids."""
+        """``version``, ``isolation``, ``isolationReason``, the project ids, and
+        ``imageFallbacks``: the images that ran on this machine's userland (``image``,
+        ``reason``, ``notice``)."""
         result: dict[str, Any] = self._call("GET", "/info")
         return result
 

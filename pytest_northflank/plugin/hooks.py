@@ -199,6 +199,8 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     state = get_state(item.config)
+    if state.sandboxes and (report.when == "call" or (report.when == "setup" and report.failed)):
+        _add_image_notices(item, report, state)
     if report.failed and state.sandboxes:
         from pytest_northflank.plugin.reporting import sandbox_section, sandboxes_used_by
 
@@ -209,6 +211,24 @@ def pytest_runtest_makereport(
         if used:
             report.sections.append(("northflank sandbox", sandbox_section(item.nodeid, used)))
     return report
+
+
+def _add_image_notices(item: pytest.Item, report: pytest.TestReport, state: PluginState) -> None:
+    """Say in the test's report when its sandboxes ran this machine's userland instead of
+    their image (emulator only); counted once per test for the summary."""
+    if not state.backend_started:
+        return
+    from pytest_northflank.plugin.reporting import image_section, sandboxes_used_by
+
+    notices = []
+    for sandbox in sandboxes_used_by(item, state.sandboxes):
+        notice = state.backend.image_notice(sandbox.image)
+        if notice is not None and notice not in notices:
+            notices.append(notice)
+    if notices:
+        report.sections.append(("northflank image", image_section(notices)))
+        for notice in notices:  # one report per test comes here: "call", or a failed setup
+            state.run.stats.note_image_fallback(notice)
 
 
 # --------------------------------------------------------------------------------------------

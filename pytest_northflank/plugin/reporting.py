@@ -43,6 +43,9 @@ def header_lines(raw: RawSettings) -> list[str]:
             f"isolation={raw.value('emulator_isolation')} "
             f"ready-delay={_seconds(raw.value('emulator_ready_delay'))} {common}"
         )
+        image_line = _image_line(raw)
+        if image_line:
+            return [line, image_line]
     else:
         line = (
             f"northflank: backend={raw.backend_in_use} ({raw.backend_reason}) "
@@ -50,6 +53,36 @@ def header_lines(raw: RawSettings) -> list[str]:
             f"team={raw.value('team') or '-'} {common}"
         )
     return [line]
+
+
+def _image_line(raw: RawSettings) -> str | None:
+    """Whether the default image is in the emulator's cache (read from disk, no network)."""
+    mode, image = raw.value("emulator_images"), str(raw.value("image"))
+    if mode == "off":
+        return "northflank: images off: sandboxes use this machine's userland"
+    from pytest_northflank.emulator.images.cache import peek
+    from pytest_northflank.emulator.images.reference import parse_reference
+
+    try:
+        cached = peek(parse_reference(image).name)
+    except (ValueError, OSError):
+        cached = None
+    if cached is not None:
+        return f"northflank: image {image} from the image cache ({cached.manifest_digest[:19]})"
+    then = (
+        "the sandbox fails"
+        if mode == "require"
+        else "sandboxes use this machine's userland, with a notice per test"
+    )
+    return (
+        f"northflank: image {image} is not in the image cache: pulled on first use; if no "
+        f"registry answers, {then}"
+    )
+
+
+def image_section(notices: list[str]) -> str:
+    """The 'northflank image' section of a test whose sandbox ran this machine's userland."""
+    return "\n".join(notices)
 
 
 # ------------------------------------------------------------------------------------------
@@ -119,7 +152,12 @@ def write_summary(terminalreporter: Any, state: PluginState) -> None:
     for worker in state.worker_stats:
         stats.merge(worker)
     if not (
-        stats.created or stats.api_requests or stats.kept or stats.failed or stats.cleanup_notes
+        stats.created
+        or stats.api_requests
+        or stats.kept
+        or stats.failed
+        or stats.cleanup_notes
+        or stats.image_fallbacks
     ):
         return
     write = terminalreporter.write_line
@@ -142,6 +180,8 @@ def summary_lines(stats: RunStats) -> list[str]:
         lines.append(f"embedded emulator at {urls[0]}, {isolation}")
     elif urls:
         lines.append(f"embedded emulators: {len(urls)}, {isolation}")
+    for notice, tests in sorted(stats.image_fallbacks.items()):
+        lines.append(f"{notice}; {tests} test{'s' if tests != 1 else ''}")
     counts = f"sandboxes: {stats.created} created, {stats.deleted} deleted, {len(stats.kept)} kept"
     if stats.failed:
         counts += f", {stats.failed} never became ready"

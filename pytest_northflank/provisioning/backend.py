@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.config.settings import Settings
-from pytest_northflank.errors import ConfigError
+from pytest_northflank.errors import ConfigError, EmulatorError
 from pytest_northflank.provisioning import shared_emulator
 from pytest_northflank.run.identity import Run
 
@@ -31,6 +31,30 @@ class Backend:
         self.emulator: EmulatorServer | None = None
         # URL and token of whichever embedded emulator this process uses.
         self._emulator_endpoint: tuple[str, str] | None = None
+        # Image -> notice, for images the emulator ran on this machine's userland; and the
+        # images already asked about.
+        self._image_notices: dict[str, str] = {}
+        self._images_asked: set[str] = set()
+
+    def image_notice(self, image: str) -> str | None:
+        """The emulator's notice when it ran ``image`` on this machine's userland, else None.
+
+        Asked once per image, after a sandbox of it started: the emulator decides at the first
+        start and keeps to it (a fallback is remembered, a pulled image stays cached).
+        """
+        if self._emulator_endpoint is None:
+            return None
+        if image not in self._images_asked:
+            from pytest_northflank.emulator.control_client import EmulatorControl
+
+            self._images_asked.add(image)
+            try:
+                info = EmulatorControl(*self._emulator_endpoint, timeout=10.0).info()
+            except EmulatorError:
+                return None
+            for entry in info.get("imageFallbacks") or []:
+                self._image_notices[str(entry["image"])] = str(entry["notice"])
+        return self._image_notices.get(image)
 
     def emulator_endpoint(self, settings: Settings) -> tuple[str, str]:
         """URL and token of the embedded emulator, started on first use.
@@ -46,11 +70,16 @@ class Backend:
         if run.is_controller and shared is None:
             # Late: a run on Northflank never loads the emulator (starlette, uvicorn).
             from pytest_northflank.emulator import EmulatorServer
+            from pytest_northflank.emulator.images.options import ImageOptions
 
             server = EmulatorServer(
                 isolation=settings.emulator_isolation,
                 ready_delay=settings.emulator_ready_delay,
                 project_ids=(settings.project_in_use,),
+                images=ImageOptions(
+                    enabled=settings.emulator_images != "off",
+                    require=settings.emulator_images == "require",
+                ),
             )
             server.start()
             self.emulator = server
@@ -64,6 +93,7 @@ class Backend:
                     isolation=settings.emulator_isolation,
                     ready_delay=settings.emulator_ready_delay,
                     project_id=settings.project_in_use,
+                    images=settings.emulator_images,
                 )
             url, token = shared.url, shared.token
             isolation, reason = shared.isolation, shared.isolation_reason

@@ -67,6 +67,11 @@ class RunStats:
     emulators: list[dict[str, str]] = field(default_factory=list)
     # What the run's cleanup did beyond the fixtures' teardown (crashed workers, leftovers).
     cleanup_notes: list[str] = field(default_factory=list)
+    # Emulator images that ran on this machine's userland: notice -> tests affected.
+    image_fallbacks: dict[str, int] = field(default_factory=dict)
+
+    def note_image_fallback(self, notice: str, tests: int = 1) -> None:
+        self.image_fallbacks[notice] = self.image_fallbacks.get(notice, 0) + tests
 
     def note_warm_ahead(self, mode: str | None, depth: int) -> None:
         if mode is not None:
@@ -111,3 +116,5 @@ class RunStats:
             self.rate_limit_reset_after = other.get("rate_limit_reset_after")
             self.rate_limit_observed = observed
         self.emulators += [dict(emulator) for emulator in other.get("emulators", [])]
+        for notice, tests in (other.get("image_fallbacks") or {}).items():
+            self.note_image_fallback(str(notice), int(tests))

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_northflank.client.tarstream import _member_parts, extract_file, extract_tree
+from pytest_northflank.client.tarstream import extract_file, extract_tree
 from pytest_northflank.errors import FileTransferError, UnsafeArchiveError
+from pytest_northflank.tarsafety import member_parts
 
 Member = tuple[str, str, bytes | str]  # (kind, name, data or link target)
 
@@ -183,7 +184,7 @@ def test_sparse_members_are_refused_before_any_hole_is_written(
 def test_nul_in_name_is_refused() -> None:
     # tarfile itself cuts names at NUL; the name check refuses them anyway.
     with pytest.raises(UnsafeArchiveError, match="NUL"):
-        _member_parts("a\x00b")
+        member_parts("a\x00b")
 
 
 def test_single_file_extraction_refuses_other_shapes(tmp_path: Path) -> None:

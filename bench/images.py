@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "emulator" / "images")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from image_builder import Layer, busybox_layer, make_image  # noqa: E402
 from image_registry import TestRegistry  # noqa: E402

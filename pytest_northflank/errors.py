@@ -24,6 +24,9 @@
     │   ├── DeploymentFailed         the deployment status became FAILED
     │   └── ReadyTimeout             not COMPLETED within the ready timeout
     └── EmulatorError                the embedded emulator could not start or run a sandbox
+        └── ImageError               an image could not be had (``emulator.images.errors``:
+                                     ImageNotFound, RegistryAuthError, RegistryUnreachable,
+                                     BadImage)
 
 Messages never contain the API token.
 """

@@ -31,6 +31,12 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 
+# The suite never asks a public registry for an image: sandboxes use this machine's userland
+# in every emulator and pytest run it starts. The image tests serve their own images from a
+# registry on 127.0.0.1 and turn images on themselves.
+os.environ.setdefault("NF_EMULATOR_IMAGES", "off")
+
+
 def _start_emulator(**options: Any) -> EmulatorServer:
     from pytest_northflank.emulator import EmulatorServer
 

@@ -175,6 +175,7 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "machine's userland). Default: pull.",
         metavar="pull|require|off",
         default="pull",
+        env=("NF_EMULATOR_IMAGES",),
     ),
 )
 

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pytest_northflank.emulator.info_file import (
     EmulatorInfo,
@@ -26,6 +27,9 @@ from pytest_northflank.emulator.info_file import (
 )
 from pytest_northflank.emulator.validation import TagSpec, check_tag_body
 from pytest_northflank.errors import NorthflankError
+
+if TYPE_CHECKING:  # httpx and the registry client load only when the emulator starts
+    from pytest_northflank.emulator.images.options import ImageOptions
 
 TOKEN_ENV = "NORTHFLANK_EMULATOR_TOKEN"
 
@@ -170,10 +174,23 @@ def _watch_process(pid: int, stop_requested: threading.Event) -> None:
     threading.Thread(target=watch, name="emulator-exit-with-pid", daemon=True).start()
 
 
+def _image_options(args: argparse.Namespace) -> ImageOptions:
+    from pytest_northflank.emulator.images.options import ImageOptions, options_from_environment
+
+    default = options_from_environment()  # NF_EMULATOR_IMAGES; the flags win
+    return ImageOptions(
+        enabled=default.enabled and not args.no_images,
+        cache_dir=args.image_cache,
+        mirror=args.registry_mirror,
+        insecure=tuple(args.insecure_registry),
+        credentials_file=args.registry_credentials,
+        require=default.require or args.require_images,
+    )
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Serve until interrupted; ``prog`` is how help and errors name the command."""
     args = build_parser(prog).parse_args(argv)
-    from pytest_northflank.emulator.images.options import ImageOptions
     from pytest_northflank.emulator.server import EmulatorServer
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
@@ -197,14 +214,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             spot_only=args.spot_only,
             rate_limit_per_hour=args.rate_limit,
             state_dir=args.state_dir,
-            images=ImageOptions(
-                enabled=not args.no_images,
-                cache_dir=args.image_cache,
-                mirror=args.registry_mirror,
-                insecure=tuple(args.insecure_registry),
-                credentials_file=args.registry_credentials,
-                require=args.require_images,
-            ),
+            images=_image_options(args),
         )
         server.start()
     except NorthflankError as exc:  # EmulatorError, or a ConfigError of the credentials file

@@ -21,7 +21,11 @@ from pytest_northflank.emulator.app import create_app
 from pytest_northflank.emulator.context import EmulatorContext
 from pytest_northflank.emulator.control_client import EmulatorControl
 from pytest_northflank.emulator.deployments import Deployments
-from pytest_northflank.emulator.images.options import ImageOptions, build_provider
+from pytest_northflank.emulator.images.options import (
+    ImageOptions,
+    build_provider,
+    options_from_environment,
+)
 from pytest_northflank.emulator.images.provider import ImageProvider
 from pytest_northflank.emulator.runtime import ContainerRuntime, IsolationMode, IsolationSetting
 from pytest_northflank.emulator.state import EmulatorConfig, EmulatorState
@@ -73,7 +77,8 @@ class EmulatorServer:
     ``project_create_error`` makes project creation fail with that message (as on BYOC);
     ``require_existing_tags`` makes services name only tags that exist. ``state_dir`` holds
     the sandboxes (default: a temporary directory). ``images`` says where sandbox images
-    come from (default: pulled from their registries into the user's cache directory).
+    come from (default: as ``NF_EMULATOR_IMAGES`` says, else pulled from their registries into
+    the user's cache directory).
     """
 
     def __init__(
@@ -115,7 +120,7 @@ class EmulatorServer:
         )
         self._isolation_setting: IsolationSetting = isolation
         self._state_dir = state_dir
-        self._image_options = images or ImageOptions()
+        self._image_options = images or options_from_environment()
         self._images: ImageProvider | None = None
         self._runtime: ContainerRuntime | None = None
         self._server: uvicorn.Server | None = None

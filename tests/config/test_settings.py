@@ -60,7 +60,7 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
     assert fields == {
         "backend", "project", "team", "api_url", "image", "plan", "tags", "command",
         "ready_timeout", "keep", "expiry", "warm_ahead", "emulator_isolation",
-        "emulator_ready_delay",
+        "emulator_ready_delay", "emulator_images",
     }  # fmt: skip
     for spec in OPTIONS:
         assert spec.flag == "--nf-" + (

@@ -40,7 +40,10 @@ def userland() -> Image:
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", *args)
+    # The suite turns images off (NF_EMULATOR_IMAGES=off); these runs ask for them.
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-rA", "--nf-emulator-images=pull", *args
+    )  # fmt: skip
 
 
 def closed_port() -> int:

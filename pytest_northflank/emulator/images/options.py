@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,9 @@ from pytest_northflank.emulator.images.cache import ImageCache
 from pytest_northflank.emulator.images.credentials import load_docker_auths, load_saved_credentials
 from pytest_northflank.emulator.images.provider import ImageProvider
 from pytest_northflank.emulator.images.store import ImageStore
+from pytest_northflank.errors import ConfigError
+
+IMAGES_ENV = "NF_EMULATOR_IMAGES"
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,15 @@ class ImageOptions:
     credentials_file: Path | None = None  #: saved credential id -> username/password
     require: bool = False
     timeout: float = 30.0
+
+
+def options_from_environment() -> ImageOptions:
+    """Options as ``NF_EMULATOR_IMAGES`` (pull, require or off; the plugin's
+    ``--nf-emulator-images`` twin) says, for an emulator started without explicit ones."""
+    mode = os.environ.get(IMAGES_ENV, "pull").strip().lower()
+    if mode not in ("pull", "require", "off"):
+        raise ConfigError(f"{IMAGES_ENV}={mode!r}: expected pull, require or off")
+    return ImageOptions(enabled=mode != "off", require=mode == "require")
 
 
 def build_provider(options: ImageOptions, *, directory_mode: bool) -> ImageProvider:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +10,6 @@ from image_builder import Image, busybox_layer, have_busybox, make_image
 from image_registry import TestRegistry
 
 from pytest_northflank.emulator.images import ImageCache
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
-needs_busybox = pytest.mark.skipif(not have_busybox(), reason="no static /bin/busybox")
 
 
 @pytest.fixture

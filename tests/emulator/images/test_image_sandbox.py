@@ -204,3 +204,16 @@ def test_directory_isolation_uses_the_host_and_says_why(
         assert registry.hits == {}  # nothing is pulled that could not be used
     finally:
         server.stop()
+
+
+def test_images_follow_the_environment_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_northflank.emulator.images.options import options_from_environment
+    from pytest_northflank.errors import ConfigError
+
+    monkeypatch.setenv("NF_EMULATOR_IMAGES", "require")
+    assert (options_from_environment().enabled, options_from_environment().require) == (True, True)
+    monkeypatch.setenv("NF_EMULATOR_IMAGES", "off")
+    assert not options_from_environment().enabled
+    monkeypatch.setenv("NF_EMULATOR_IMAGES", "sometimes")
+    with pytest.raises(ConfigError, match="NF_EMULATOR_IMAGES='sometimes': expected pull"):
+        options_from_environment()

@@ -8,11 +8,12 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import needs_root
 from image_builder import Layer
 
 from pytest_northflank.emulator.images.unpack import OPAQUE_XATTR, unpack_layer
 from pytest_northflank.errors import UnsafeArchiveError
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and owners need root")
 
 
 def unpack(layer: Layer, target: Path) -> Path:

@@ -172,10 +172,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "Where the embedded emulator's sandboxes get their image: pull (from its registry into "
         "the user cache; when no registry answers and it is not cached, this machine's "
         "userland, said loudly), require (fail the sandbox instead), or off (always this "
-        "machine's userland). Default: pull.",
+        "machine's userland). Default: the emulator's own, pull unless the variable "
+        "NF_EMULATOR_IMAGES says otherwise.",
         metavar="pull|require|off",
-        default="pull",
-        env=("NF_EMULATOR_IMAGES",),
+        default=None,
     ),
 )
 

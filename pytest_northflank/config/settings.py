@@ -216,7 +216,7 @@ class Settings(BaseModel):
     warm_ahead: Annotated[WarmAheadMode, PlainValidator(_warm_ahead)] = DEFAULTS["warm_ahead"]
     emulator_isolation: Isolation = DEFAULTS["emulator_isolation"]
     emulator_ready_delay: Annotated[Seconds, Field(ge=0)] = DEFAULTS["emulator_ready_delay"]
-    emulator_images: ImagesMode = DEFAULTS["emulator_images"]
+    emulator_images: ImagesMode | None = DEFAULTS["emulator_images"]
     token: SecretStr | None = Field(default=None, repr=False)
     # The environment variable the token came from (never the token itself).
     token_source: str | None = None

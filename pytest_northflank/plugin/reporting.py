@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import time
 from collections.abc import Callable
@@ -57,7 +58,8 @@ def header_lines(raw: RawSettings) -> list[str]:
 
 def _image_line(raw: RawSettings) -> str | None:
     """Whether the default image is in the emulator's cache (read from disk, no network)."""
-    mode, image = raw.value("emulator_images"), str(raw.value("image"))
+    mode = raw.value("emulator_images") or os.environ.get("NF_EMULATOR_IMAGES", "pull")
+    image = str(raw.value("image"))
     if mode == "off":
         return "northflank: images off: sandboxes use this machine's userland"
     from pytest_northflank.emulator.images.cache import peek

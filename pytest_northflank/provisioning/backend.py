@@ -76,7 +76,9 @@ class Backend:
                 isolation=settings.emulator_isolation,
                 ready_delay=settings.emulator_ready_delay,
                 project_ids=(settings.project_in_use,),
-                images=ImageOptions(
+                images=None
+                if settings.emulator_images is None  # the emulator's default (its variable)
+                else ImageOptions(
                     enabled=settings.emulator_images != "off",
                     require=settings.emulator_images == "require",
                 ),

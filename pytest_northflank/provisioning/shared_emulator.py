@@ -81,7 +81,7 @@ def find_or_start(
     isolation: str,
     ready_delay: float,
     project_id: str,
-    images: str = "pull",
+    images: str | None = None,
 ) -> SharedEmulator:
     """The run's emulator, started by whichever process asks first."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,8 @@ def find_or_start(
         argv += ["--isolation", isolation, "--ready-delay", str(ready_delay)]
         argv += ["--project", project_id, "--exit-with-pid", str(exit_with_pid)]
         argv += ["--info-file", str(run_dir / INFO_FILE)]
-        argv += {"require": ["--require-images"], "off": ["--no-images"]}.get(images, [])
+        if images is not None:  # else the emulator's default (NF_EMULATOR_IMAGES, or pull)
+            argv += {"require": ["--require-images"], "off": ["--no-images"]}.get(images, [])
         # No token given: the emulator makes one and writes it to its 0600 info file only.
         env = {k: v for k, v in os.environ.items() if k != "NORTHFLANK_EMULATOR_TOKEN"}
         with log_path.open("wb") as log:

@@ -66,6 +66,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "--nf-warm-ahead=5",
         "--nf-emulator-isolation=directory",
         "--nf-emulator-ready-delay=0.5",
+        "--nf-emulator-images=require",
     )
     assert {k: v for k, v in data.items() if k != "sources"} == {
         "backend": "emulator",
@@ -83,6 +84,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "warm_ahead": 5,
         "emulator_isolation": "directory",
         "emulator_ready_delay": 0.5,
+        "emulator_images": "require",
         "token_source": None,
     }
     sources = data["sources"]

@@ -217,3 +217,18 @@ def test_images_follow_the_environment_unless_given(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("NF_EMULATOR_IMAGES", "sometimes")
     with pytest.raises(ConfigError, match="NF_EMULATOR_IMAGES='sometimes': expected pull"):
         options_from_environment()
+
+
+def test_the_directory_runtime_refuses_an_image(
+    registry: TestRegistry, cache: ImageCache, busybox_image: Image, tmp_path: Path
+) -> None:
+    from pytest_northflank.emulator.images import ImageStore
+    from pytest_northflank.emulator.runtime import ContainerRuntime
+    from pytest_northflank.errors import EmulatorError
+
+    registry.push("tiny/busybox", "1", busybox_image)
+    image = ImageStore(cache).get(f"{registry.address}/tiny/busybox:1")
+    with ContainerRuntime("directory", tmp_path / "state") as runtime:
+        with pytest.raises(EmulatorError, match="needs namespace isolation; directory isolation"):
+            runtime.start("box", ["true"], {}, image=image)
+        assert runtime.containers() == []

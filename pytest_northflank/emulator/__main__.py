@@ -10,10 +10,12 @@ every sandbox is stopped.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
@@ -25,6 +27,7 @@ from pytest_northflank.emulator.info_file import (
     remove_info_file,
     write_info_file,
 )
+from pytest_northflank.emulator.runtime.limits import DEFAULT_MAX_PROCESSES
 from pytest_northflank.emulator.validation import TagSpec, check_tag_body
 from pytest_northflank.errors import NorthflankError
 
@@ -50,8 +53,18 @@ def _non_negative(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _process_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
@@ -144,6 +157,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="never pull: every sandbox uses this machine's userland (as before images)",
     )
     parser.add_argument(
+        "--max-processes",
+        type=_process_count,
+        default=DEFAULT_MAX_PROCESSES,
+        metavar="N",
+        help=f"processes each sandbox may run ({DEFAULT_MAX_PROCESSES}); memory follows the plan",
+    )
+    parser.add_argument(
         "--exit-with-pid",
         type=int,
         metavar="PID",
@@ -191,7 +211,11 @@ def _image_options(args: argparse.Namespace) -> ImageOptions:
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Serve until interrupted; ``prog`` is how help and errors name the command."""
     args = build_parser(prog).parse_args(argv)
-    from pytest_northflank.emulator.server import EmulatorServer
+    from pytest_northflank.emulator.server import (
+        EmulatorExposureWarning,
+        EmulatorServer,
+        exposure_warning,
+    )
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     token_source: TokenSource = (
@@ -203,19 +227,25 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         stop_requested.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    exposure = None if token is None else exposure_warning(args.host, token)
+    if exposure is not None:
+        print(f"warning: {exposure}", file=sys.stderr, flush=True)
     try:
-        server = EmulatorServer(
-            host=args.host,
-            port=args.port,
-            token=token,
-            ready_delay=args.ready_delay,
-            isolation=args.isolation,
-            project_ids=tuple(args.projects or ("default-project",)),
-            spot_only=args.spot_only,
-            rate_limit_per_hour=args.rate_limit,
-            state_dir=args.state_dir,
-            images=_image_options(args),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmulatorExposureWarning)  # printed above
+            server = EmulatorServer(
+                host=args.host,
+                port=args.port,
+                token=token,
+                ready_delay=args.ready_delay,
+                isolation=args.isolation,
+                project_ids=tuple(args.projects or ("default-project",)),
+                spot_only=args.spot_only,
+                rate_limit_per_hour=args.rate_limit,
+                state_dir=args.state_dir,
+                max_processes=args.max_processes,
+                images=_image_options(args),
+            )
         server.start()
     except NorthflankError as exc:  # EmulatorError, or a ConfigError of the credentials file
         print(f"error: {exc}", file=sys.stderr)
@@ -242,6 +272,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 return 1
         print(f"Northflank emulator listening on {server.url}", flush=True)
         print(f"isolation: {server.isolation} ({server.isolation_reason})", flush=True)
+        print(f"limits: {server.limits_reason}", flush=True)
         if token is None and args.info_file is None:
             # With an info file the generated token is written there (0600) and nowhere else.
             print(f"token (generated): {server.token}", flush=True)

@@ -7,6 +7,7 @@ state is only touched back on the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import shlex
 import time
 from collections.abc import Iterable
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 from pytest_northflank.emulator.images import Image, ImageError, main_argv
 from pytest_northflank.emulator.images.provider import HostFallback, ImageProvider
 from pytest_northflank.emulator.runtime import (
+    PLAN_MEMORY_MB,
     CommandNotRunnable,
     Container,
     ContainerRuntime,
@@ -95,7 +97,14 @@ class Deployments:
                 return
         try:
             container = await asyncio.to_thread(
-                self.runtime.start, instance.name, argv, env, chosen
+                functools.partial(
+                    self.runtime.start,
+                    instance.name,
+                    argv,
+                    env,
+                    chosen,
+                    memory_mb=PLAN_MEMORY_MB.get(service.plan),
+                )
             )
         except CommandNotRunnable as exc:
             instance.start_error = f"The main command could not be started: {exc}"

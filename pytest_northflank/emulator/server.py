@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import math
 import secrets
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -27,13 +30,48 @@ from pytest_northflank.emulator.images.options import (
     options_from_environment,
 )
 from pytest_northflank.emulator.images.provider import ImageProvider
-from pytest_northflank.emulator.runtime import ContainerRuntime, IsolationMode, IsolationSetting
+from pytest_northflank.emulator.runtime import (
+    DEFAULT_MAX_PROCESSES,
+    ContainerRuntime,
+    IsolationMode,
+    IsolationSetting,
+    LimitSetting,
+)
 from pytest_northflank.emulator.state import EmulatorConfig, EmulatorState
 from pytest_northflank.errors import EmulatorError
 
 START_TIMEOUT_SECONDS = 30.0
 #: How long open connections (log tails, exec sessions) get to finish on stop.
 GRACEFUL_SHUTDOWN_SECONDS = 3
+
+
+MIN_EXPOSED_TOKEN_LENGTH = 16
+
+
+class EmulatorExposureWarning(UserWarning):
+    """The emulator is reachable from other machines with a token that is easy to guess."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only accepts this machine's connections."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name that may resolve anywhere, or "" (every interface)
+
+
+def exposure_warning(host: str, token: str) -> str | None:
+    """What to tell the user when a short token guards an emulator others can reach."""
+    if is_loopback(host) or len(token) >= MIN_EXPOSED_TOKEN_LENGTH:
+        return None
+    return (
+        f"the emulator listens on {host or 'every interface'} (not loopback) with a "
+        f"{len(token)}-character token: whoever reaches it can guess the token and run "
+        f"commands in its sandboxes; use at least {MIN_EXPOSED_TOKEN_LENGTH} characters, or no "
+        "token for a random one"
+    )
 
 
 class _DenialNoise(logging.Filter):
@@ -78,7 +116,12 @@ class EmulatorServer:
     ``require_existing_tags`` makes services name only tags that exist. ``state_dir`` holds
     the sandboxes (default: a temporary directory). ``images`` says where sandbox images
     come from (default: as ``NF_EMULATOR_IMAGES`` says, else pulled from their registries into
-    the user's cache directory).
+    the user's cache directory). Each sandbox gets its plan's memory and ``max_processes``
+    processes (``None``: no limit), enforced by cgroups where writable, else by rlimits
+    (``limits``: ``"auto"``, ``"cgroup"`` or ``"rlimit"``).
+
+    Warns (:class:`EmulatorExposureWarning`) when ``host`` is not a loopback address and the
+    token is shorter than :data:`MIN_EXPOSED_TOKEN_LENGTH` characters.
     """
 
     def __init__(
@@ -96,13 +139,20 @@ class EmulatorServer:
         require_existing_tags: bool = True,
         state_dir: Path | None = None,
         images: ImageOptions | None = None,
+        max_processes: int | None = DEFAULT_MAX_PROCESSES,
+        limits: LimitSetting = "auto",
     ) -> None:
         if isinstance(project_ids, str):
             raise EmulatorError("project_ids must be a sequence of ids, not one string")
         if not project_ids or not all(isinstance(p, str) and p for p in project_ids):
             raise EmulatorError(f"project_ids must be non-empty strings, got {project_ids!r}")
-        if ready_delay < 0:
-            raise EmulatorError(f"ready_delay must be >= 0, got {ready_delay}")
+        if (
+            isinstance(ready_delay, bool)
+            or not isinstance(ready_delay, (int, float))
+            or not math.isfinite(ready_delay)
+            or ready_delay < 0
+        ):
+            raise EmulatorError(f"ready_delay must be a finite number >= 0, got {ready_delay!r}")
         if rate_limit_per_hour is not None and rate_limit_per_hour < 0:
             raise EmulatorError(f"rate_limit_per_hour must be >= 0, got {rate_limit_per_hour}")
         if token is not None and (not token or not token.isprintable() or " " in token):
@@ -110,6 +160,9 @@ class EmulatorServer:
         self.host = host
         self.port = port
         self.token = token if token is not None else f"nf-emulator-{secrets.token_urlsafe(24)}"
+        exposure = exposure_warning(host, self.token)
+        if exposure is not None:
+            warnings.warn(exposure, EmulatorExposureWarning, stacklevel=2)
         self.config = EmulatorConfig(
             project_ids=tuple(project_ids),
             ready_delay=float(ready_delay),
@@ -122,6 +175,8 @@ class EmulatorServer:
         self._state_dir = state_dir
         self._image_options = images or options_from_environment()
         self._images: ImageProvider | None = None
+        self._max_processes = max_processes
+        self._limits_setting: LimitSetting = limits
         self._runtime: ContainerRuntime | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -188,13 +243,23 @@ class EmulatorServer:
         if images is not None and images.store is not None:
             images.store.cache.release()
 
+    @property
+    def limits_reason(self) -> str:
+        """How each sandbox's memory and process count are limited (for a report header)."""
+        return self.runtime.limits_reason
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> EmulatorServer:
         """Start serving; returns once the server accepts connections."""
         if self._thread is not None:
             raise EmulatorError("the emulator is already started")
-        runtime = ContainerRuntime(self._isolation_setting, self._state_dir)
+        runtime = ContainerRuntime(
+            self._isolation_setting,
+            self._state_dir,
+            max_processes=self._max_processes,
+            limits=self._limits_setting,
+        )
         try:
             self._images = build_provider(
                 self._image_options, directory_mode=runtime.isolation != "namespace"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -140,8 +141,8 @@ async def fault_readiness(request: Request) -> Response:
     faults = context_of(request).state.faults
     delay = _field(body, "delay", (int, float), None)
     if delay is not None:
-        if delay < 0:
-            raise ApiValidationError(f"delay must be >= 0, got {delay}", status=400)
+        if not math.isfinite(delay) or delay < 0:
+            raise ApiValidationError(f"delay must be a finite number >= 0, got {delay}", status=400)
         faults.ready_delay = float(delay)
     fail = _field(body, "fail", (bool,), None)
     if fail is not None:
@@ -185,8 +186,10 @@ async def rate_limit(request: Request) -> Response:
     if per_hour is not None and per_hour < 0:
         raise ApiValidationError(f"perHour must be >= 0 or null, got {per_hour}", status=400)
     window = _field(body, "windowSeconds", (int, float), RATE_LIMIT_WINDOW_SECONDS)
-    if not window > 0:
-        raise ApiValidationError(f"windowSeconds must be > 0, got {window}", status=400)
+    if not math.isfinite(window) or not window > 0:
+        raise ApiValidationError(
+            f"windowSeconds must be a finite number > 0, got {window}", status=400
+        )
     state = context_of(request).state
     state.rate_limit = RateLimiter(per_hour, float(window))
     return ok({"perHour": per_hour, "windowSeconds": float(window)})

@@ -4,8 +4,10 @@ Namespace isolation (Linux, root): the sandbox's main command runs as PID 1 of n
 PID, UTS and IPC namespaces. Its root is an overlay with ``lowerdir=/`` (the host's userland,
 read through) and upper/work directories on a tmpfs that exists only inside the sandbox's
 mount namespace, so writes anywhere (``/etc`` too) stay in the sandbox and vanish with it.
-Mounted fresh: ``/proc`` (the sandbox's PIDs only), a small ``/dev`` (null, zero, full,
-random, urandom, tty bound from the host; the host's ``/dev/pts``; a private ``/dev/shm``),
+Mounted fresh: ``/proc`` (the sandbox's PIDs only), a small ``/dev`` (its own null, zero,
+full, random, urandom and tty nodes, whose metadata the sandbox may change without touching
+the host's; a devpts instance of its own, so the host's terminals are out of sight and
+reach; a private ``/dev/shm``; see ``devices``),
 a read-only ``/sys``, and empty tmpfs over every host directory an image would not have
 (``/tmp``, ``/var/tmp``, ``/root``, ``/home``, ``/run``, the checkout under test, the runtime's
 state directory; see ``host_view``). The root is switched with ``pivot_root``, so the
@@ -17,6 +19,10 @@ Directory isolation (the fallback): each sandbox gets ``<state_dir>/<id>-<random
 ``home/`` (``HOME``), ``tmp/`` (``TMPDIR``) and ``work/`` (cwd). Processes run in their own
 sessions and are killed by process group, plus a sweep for processes carrying the sandbox's
 ``HOME``/``TMPDIR``. Sandboxes can see the host's (and each other's) files.
+
+Either way each sandbox gets its plan's memory and a process count (``limits``: cgroups
+where writable, else rlimits), and what a SIGKILLed emulator left on disk is reclaimed by
+the next one (``state_dirs``).
 
 Either way every process starts through ``in_sandbox.py`` (the launcher; ``start_in_sandbox``
 starts it and reads its report), forked from one long-lived thread (``spawn_thread``)
@@ -37,8 +43,15 @@ from pytest_northflank.emulator.runtime.errors import (
     CommandNotRunnable,
 )
 from pytest_northflank.emulator.runtime.exec_process import ExecProcess
+from pytest_northflank.emulator.runtime.limits import (
+    DEFAULT_MAX_PROCESSES,
+    PLAN_MEMORY_MB,
+    LimitSetting,
+)
 
 __all__ = [
+    "DEFAULT_MAX_PROCESSES",
+    "PLAN_MEMORY_MB",
     "CommandNotExecutable",
     "CommandNotFound",
     "CommandNotRunnable",
@@ -47,6 +60,7 @@ __all__ = [
     "ExecProcess",
     "IsolationMode",
     "IsolationSetting",
+    "LimitSetting",
     "LogRecord",
     "probe_namespaces",
 ]

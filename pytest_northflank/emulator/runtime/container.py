@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from pytest_northflank.emulator.runtime.devices import open_sandbox_pty
 from pytest_northflank.emulator.runtime.exec_process import (
     ExecProcess,
     Stream,
@@ -26,6 +27,7 @@ from pytest_northflank.emulator.runtime.exec_process import (
     set_window_size,
 )
 from pytest_northflank.emulator.runtime.in_sandbox import kill_marked_processes
+from pytest_northflank.emulator.runtime.limits import SandboxGroup
 from pytest_northflank.emulator.runtime.spawn_thread import Spawner
 from pytest_northflank.emulator.runtime.start_in_sandbox import (
     launch_error,
@@ -76,6 +78,8 @@ class Container:
         max_log_lines: int,
         on_stopped: Callable[[Container], None],
         user: tuple[int, int] | None = None,
+        limits_spec: Mapping[str, Any] | None = None,
+        group: SandboxGroup | None = None,
     ) -> None:
         self.sandbox_id = sandbox_id
         self.isolation: IsolationMode = isolation
@@ -87,6 +91,9 @@ class Container:
         self.pid = pid  #: host PID of the main process (PID 1 of the sandbox in namespace mode)
         #: directory mode: env entries that identify this sandbox's processes (for the sweep)
         self.markers = directory_markers(directory) if isolation == "directory" else []
+        #: launcher spec entries that put every process of the sandbox under its limits
+        self.limits_spec = dict(limits_spec or {})
+        self._group = group
         self._main = main
         self._spawner = spawner
         self._on_stopped = on_stopped
@@ -173,6 +180,7 @@ class Container:
             "env": full_env,
             "workdir": self.workdir,
             "tty": tty,
+            **self.limits_spec,
         }
         if self.user is not None:
             spec["uid"], spec["gid"] = self.user
@@ -191,7 +199,7 @@ class Container:
             kept.append(report_read)
             handed_over.append(report_write)
             if tty:
-                master, slave = os.openpty()
+                master, slave = self._open_pty()
                 kept.append(master)
                 handed_over.append(slave)
                 set_window_size(slave, rows, columns)
@@ -264,6 +272,18 @@ class Container:
                 raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running")
             return os.dup(self._pidfd)
 
+    def _open_pty(self) -> tuple[int, int]:
+        if self.isolation == "directory":
+            return os.openpty()
+        try:
+            return open_sandbox_pty(self.pid)
+        except OSError as exc:
+            if self.is_running():
+                raise EmulatorError(
+                    f"could not open a terminal in sandbox {self.sandbox_id!r}: {exc}"
+                ) from exc
+            raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running") from None
+
     def _forget_exec(self, process: ExecProcess) -> None:
         with self._lock:
             self._execs.discard(process)
@@ -311,7 +331,11 @@ class Container:
                 if self._pidfd is not None:
                     os.close(self._pidfd)
                     self._pidfd = None
-            _remove_tree(self.directory)
+            try:
+                if self._group is not None:
+                    self._group.release()  # also kills what escaped the process groups
+            finally:
+                _remove_tree(self.directory)
         finally:
             self._stopped.set()
             self._on_stopped(self)

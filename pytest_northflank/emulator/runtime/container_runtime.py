@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import secrets
@@ -22,6 +23,12 @@ from pytest_northflank.emulator.runtime.container import (
 )
 from pytest_northflank.emulator.runtime.errors import LauncherSilent
 from pytest_northflank.emulator.runtime.host_view import host_view
+from pytest_northflank.emulator.runtime.limits import (
+    DEFAULT_MAX_PROCESSES,
+    LimitEnforcer,
+    LimitSetting,
+    SandboxLimits,
+)
 from pytest_northflank.emulator.runtime.spawn_thread import Spawner
 from pytest_northflank.emulator.runtime.start_in_sandbox import (
     Report,
@@ -31,6 +38,7 @@ from pytest_northflank.emulator.runtime.start_in_sandbox import (
     spec_pipe,
     terminate_launcher,
 )
+from pytest_northflank.emulator.runtime.state_dirs import make_state_dir, mark_owner, reclaim_stale
 from pytest_northflank.emulator.runtime.validate import check_argv, check_env
 from pytest_northflank.errors import EmulatorError
 
@@ -185,6 +193,8 @@ class ContainerRuntime:
         state_dir: Path | None = None,
         *,
         max_log_lines: int = 10_000,
+        max_processes: int | None = DEFAULT_MAX_PROCESSES,
+        limits: LimitSetting = "auto",
     ) -> None:
         if isolation not in get_args(IsolationSetting):
             raise EmulatorError(
@@ -207,21 +217,33 @@ class ContainerRuntime:
                 self.isolation_reason = (
                     f"namespaces unavailable ({why}); using per-sandbox directories"
                 )
+        SandboxLimits(max_processes=max_processes)  # checks it
+        self.max_processes = max_processes
         self._owns_state_dir = state_dir is None
         if state_dir is None:
-            self.state_dir = Path(tempfile.mkdtemp(prefix="pytest-northflank-sandboxes-"))
+            self.state_dir = make_state_dir()
         else:
             self.state_dir = Path(state_dir).absolute()
             try:
                 self.state_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise EmulatorError(f"cannot create state_dir {self.state_dir}: {exc}") from exc
+            reclaim_stale(self.state_dir)
         if self.isolation == "namespace" and re.search(r"[,:\\]", str(self.state_dir)):
             raise EmulatorError(
                 f"state_dir {self.state_dir} contains ',', ':' or '\\', which overlayfs "
                 "mount options cannot carry"
             )
         self._host_view = host_view(str(self.state_dir))
+        try:
+            self._limits = LimitEnforcer(limits)
+        except EmulatorError:
+            if self._owns_state_dir:
+                _remove_tree(self.state_dir)
+            raise
+        #: how sandbox limits are enforced ("cgroup v1", "cgroup v2" or "rlimit") and what
+        #: that means
+        self.limits_mechanism, self.limits_reason = self._limits.mechanism, self._limits.reason
         self._max_log_lines = max_log_lines
         self._lock = threading.Lock()
         self._closed = False
@@ -250,8 +272,12 @@ class ContainerRuntime:
         argv: list[str],
         env: Mapping[str, str],
         image: Image | None = None,
+        *,
+        memory_mb: int | None = None,
     ) -> Container:
         """Start a sandbox whose main process runs ``argv`` with ``env``.
+
+        The sandbox may use ``memory_mb`` MiB (None: no limit) and :attr:`max_processes`.
 
         Returns once ``argv`` has been executed (in namespace mode as PID 1 of the sandbox).
         Every process gets ``env`` over the defaults ``PATH``, ``HOME`` (``/root``;
@@ -270,6 +296,7 @@ class ContainerRuntime:
             )
         argv = check_argv(argv, "argv")
         user_env = check_env(env, "env")
+        limits = SandboxLimits(memory_mb, self.max_processes)
         with self._lock:
             if self._closed:
                 raise EmulatorError("the container runtime is shut down")
@@ -279,8 +306,11 @@ class ContainerRuntime:
         directory = self.state_dir / f"{_slug_for(sandbox_id)}-{secrets.token_hex(4)}"
         try:
             directory.mkdir()
-            container = self._start(sandbox_id, argv, user_env, directory, image)
+            mark_owner(directory)
+            container = self._start(sandbox_id, argv, user_env, directory, image, limits)
         except BaseException:
+            with contextlib.suppress(EmulatorError):  # the start error matters more
+                self._limits.release(directory.name)
             _remove_tree(directory)
             raise
         finally:
@@ -302,6 +332,7 @@ class ContainerRuntime:
         user_env: dict[str, str],
         directory: Path,
         image: Image | None,
+        limits: SandboxLimits,
     ) -> Container:
         hostname = _hostname_for(sandbox_id)
         spec: dict[str, Any] = {"action": "init", "isolation": self.isolation, "argv": argv}
@@ -334,7 +365,8 @@ class ContainerRuntime:
             workdir = str(work)
             env = {"PATH": DEFAULT_PATH, "HOME": str(home), "TMPDIR": str(tmp), **user_env}
             spec["markers"] = directory_markers(directory)
-        spec |= {"env": env, "workdir": workdir}
+        limits_spec, group = self._limits.prepare(directory.name, limits)
+        spec |= {"env": env, "workdir": workdir, **limits_spec}
         stdout_read, stdout_write = os.pipe()
         try:
             stderr_read, stderr_write = os.pipe()
@@ -370,6 +402,8 @@ class ContainerRuntime:
                 max_log_lines=self._max_log_lines,
                 on_stopped=self._forget,
                 user=user,
+                limits_spec=limits_spec,
+                group=group,
             )
             started = True
             return container
@@ -407,6 +441,10 @@ class ContainerRuntime:
             except EmulatorError as exc:
                 errors.append(exc)
         self._spawner.close()
+        try:
+            self._limits.close()
+        except EmulatorError as exc:
+            errors.append(exc)
         if self._owns_state_dir:
             try:
                 _remove_tree(self.state_dir)

@@ -29,8 +29,10 @@ import errno
 import fcntl
 import json
 import os
+import resource
 import select
 import signal
+import stat
 import sys
 import termios
 import time
@@ -99,7 +101,10 @@ PIVOT_ROOT_SYSCALL = {
 }
 
 KILL_SIGNAL = signal.SIGUSR1
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Character devices of a sandbox's /dev (major, minor), made afresh: its root may change
+# their owner and mode without touching the host's nodes.
+DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
+           "tty": (5, 0)}  # fmt: skip
 DEV_SYMLINKS = {
     "ptmx": "pts/ptmx",
     "fd": "/proc/self/fd",
@@ -107,6 +112,8 @@ DEV_SYMLINKS = {
     "stdout": "/proc/self/fd/1",
     "stderr": "/proc/self/fd/2",
 }
+# A devpts of its own: the sandbox sees and opens only its own pseudo-terminals.
+DEVPTS_OPTIONS = "newinstance,ptmxmode=0666,mode=0620,gid=5"
 
 
 class SetupError(Exception):
@@ -202,19 +209,7 @@ def build_root(spec: dict[str, Any]) -> None:
         if os.path.exists(target):
             mount(target, target, None, MS_BIND)
             mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | proc_flags)
-    dev = root + "/dev"
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=0755,size=1m")
-    for name in DEVICES:
-        node = f"{dev}/{name}"
-        os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
-        mount(f"/dev/{name}", node, None, MS_BIND)
-    os.mkdir(dev + "/pts")
-    # The host's devpts, so the pseudo-terminal an exec gets (opened on the host) has a name.
-    mount("/dev/pts", dev + "/pts", None, MS_BIND)
-    os.mkdir(dev + "/shm")
-    mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    for name, target in DEV_SYMLINKS.items():
-        os.symlink(target, f"{dev}/{name}")
+    build_dev(root + "/dev")
     with contextlib.suppress(SetupError):  # refused in some containers; /sys is optional
         mount("sysfs", root + "/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for path, mode in spec["masked_dirs"]:
@@ -233,6 +228,44 @@ def build_root(spec: dict[str, Any]) -> None:
     pivot_root(root)
     hostname = spec["hostname"].encode()
     check(libc().sethostname(hostname, len(hostname)), "sethostname")
+
+
+def build_dev(dev: str) -> None:
+    """A minimal /dev on a small tmpfs: fresh device nodes, a private devpts and /dev/shm."""
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m")
+    for name, (major, minor) in DEVICES.items():
+        node = f"{dev}/{name}"
+        try:
+            os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+            os.chmod(node, 0o666)  # past the umask
+        except PermissionError:  # no mknod here (a device cgroup): the host's node, read-only
+            os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
+            mount(f"/dev/{name}", node, None, MS_BIND)
+            mount(None, node, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+    os.mkdir(dev + "/pts")
+    mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, DEVPTS_OPTIONS)
+    os.mkdir(dev + "/shm")
+    mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    for name, target in DEV_SYMLINKS.items():
+        os.symlink(target, f"{dev}/{name}")
+
+
+def join_cgroups(procs_files: list[str]) -> None:
+    """Move this launcher into the sandbox's cgroups, so all it starts counts there."""
+    for path in procs_files:
+        try:
+            with open(path, "w") as procs:
+                procs.write(str(os.getpid()))
+        except OSError as exc:
+            raise SetupError(
+                "join cgroup", exc.errno or errno.EIO, f"{path}: {exc.strerror}"
+            ) from None
+
+
+def apply_rlimits(rlimits: list[list[Any]]) -> None:
+    """Set ``[name, value]`` rlimits (``"AS"``, ``"NPROC"``) where no cgroup limits apply."""
+    for name, value in rlimits:
+        resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
 
 
 def drop_capabilities() -> None:
@@ -298,6 +331,8 @@ def run_child(spec: dict[str, Any], error_pipe: int) -> NoReturn:
             os._exit(137)  # too late for the parent-death signal to fire
         if spec["action"] == "init" and spec["isolation"] == "namespace":
             build_root(spec)
+        stage = "limits"
+        apply_rlimits(spec.get("rlimits", []))
         stage = "setsid"
         os.setsid()
         if spec.get("tty"):
@@ -415,6 +450,7 @@ class Launcher:
         if os.getppid() != spec["parent_pid"]:
             os._exit(137)  # the emulator died before we could notice
         try:
+            join_cgroups(spec.get("cgroup_procs", []))  # before entering: /sys is the host's
             if spec["action"] == "init" and spec["isolation"] == "namespace":
                 check(libc().unshare(CLONE_NEWPID), "unshare(pid)")
             elif spec["action"] == "exec" and spec["isolation"] == "namespace":

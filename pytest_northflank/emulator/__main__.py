@@ -272,10 +272,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 return 1
         print(f"Northflank emulator listening on {server.url}", flush=True)
         print(f"isolation: {server.isolation} ({server.isolation_reason})", flush=True)
-        print(f"limits: {server.limits_reason}", flush=True)
         if token is None and args.info_file is None:
             # With an info file the generated token is written there (0600) and nowhere else.
             print(f"token (generated): {server.token}", flush=True)
+        print(f"limits: {server.limits_reason}", flush=True)
         print(
             f"Use it: NORTHFLANK_API_BASE_URL={server.url} NORTHFLANK_API_TOKEN=<the token>; "
             "stop with Ctrl-C",

@@ -100,7 +100,7 @@ def test_stop_does_not_wait_for_open_sessions() -> None:
     [
         ({"project_ids": "default-project"}, "not one string"),
         ({"project_ids": ()}, "project_ids must be non-empty strings"),
-        ({"ready_delay": -1}, "ready_delay must be >= 0"),
+        ({"ready_delay": -1}, "ready_delay must be a finite number >= 0"),
         ({"rate_limit_per_hour": -5}, "rate_limit_per_hour"),
         ({"token": "has space"}, "token must be"),
         ({"isolation": "vm"}, "isolation must be"),
@@ -280,7 +280,7 @@ def test_the_command_prints_a_generated_token_and_refuses_bad_options(tmp_path: 
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 2
-    assert "--ready-delay: must be >= 0" in bad.stderr
+    assert "--ready-delay: must be a finite number >= 0" in bad.stderr
 
 
 def test_spot_only_starts_with_the_spot_tag(tmp_path: Path) -> None:

@@ -1,0 +1,109 @@
+"""A namespace sandbox's /dev is its own: a private devpts (the host's terminals are neither
+seen nor written), fresh device nodes whose metadata the sandbox may change without touching
+the host's, and execs with a tty get their terminal from the sandbox's devpts."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+from runtime_testing import (
+    Harness,
+    collect,
+    needs_namespaces,
+    run,
+    sh,
+)
+
+from pytest_northflank.emulator.runtime import Container
+
+pytestmark = needs_namespaces
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+@pytest.fixture
+def isolation() -> str:
+    return "namespace"
+
+
+@pytest.fixture
+def host_terminal() -> Iterator[tuple[int, str]]:
+    """A pseudo-terminal of the host: its master and its /dev/pts path."""
+    master, slave = os.openpty()
+    try:
+        yield master, os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def metadata(path: str) -> tuple[int, ...]:
+    """What chmod, chown and touch change."""
+    info = os.stat(path)
+    return (info.st_mode, info.st_uid, info.st_gid, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def tty_exec(container: Container, script: str) -> str:
+    async def go() -> str:
+        process = await container.exec(["sh", "-c", script], tty=True)
+        await process.close_stdin()
+        result = await collect(process)
+        assert result.exit_code == 0, result
+        return result.stdout.decode()
+
+    return run(go())
+
+
+def test_the_host_terminals_are_out_of_sight_and_reach(
+    harness: Harness, host_terminal: tuple[int, str]
+) -> None:
+    master, path = host_terminal
+    container = harness.start()
+    listing = sh(container, "ls /dev/pts")
+    assert listing.exit_code == 0
+    assert listing.stdout.split() == [b"ptmx"]  # nothing of the host's
+    written = sh(container, f"echo intruder > {path}")
+    assert written.exit_code != 0
+    os.set_blocking(master, False)
+    with pytest.raises(BlockingIOError):
+        os.read(master, 100)  # nothing reached the host's terminal
+    mounts = sh(container, "grep ' /dev/pts ' /proc/self/mounts").stdout.decode()
+    assert re.search(r"^devpts /dev/pts devpts \S*ptmxmode=0?666", mounts, re.M), mounts
+
+
+def test_a_tty_exec_gets_its_terminal_from_the_sandbox_devpts(harness: Harness) -> None:
+    first, second = harness.start(), harness.start()
+    # Each sandbox numbers its terminals from 0: separate devpts instances.
+    assert tty_exec(first, "tty").strip() == "/dev/pts/0"
+    assert tty_exec(second, "tty; ls /dev/pts").split() == ["/dev/pts/0", "0", "ptmx"]
+    # The terminal is gone with the exec; the host never saw it among its own.
+    assert sh(first, "ls /dev/pts").stdout.split() == [b"ptmx"]
+
+
+def test_device_nodes_are_the_sandbox_own(harness: Harness) -> None:
+    container = harness.start()
+    host = {name: metadata(f"/dev/{name}") for name in DEVICES}
+    inside = sh(
+        container, "for d in " + " ".join(DEVICES) + "; do stat -c '%d %i %t:%T %a' /dev/$d; done"
+    )
+    assert inside.exit_code == 0, inside
+    for name, line in zip(DEVICES, inside.stdout.decode().splitlines(), strict=True):
+        device, inode, numbers, mode = line.split()
+        info = os.stat(f"/dev/{name}")
+        # The same major:minor, but not the host's inode: never touch the host's node below.
+        assert (int(device), int(inode)) != (info.st_dev, info.st_ino), name
+        assert numbers == f"{os.major(info.st_rdev):x}:{os.minor(info.st_rdev):x}", name
+        assert mode == "666", name
+    changed = sh(
+        container,
+        "chmod 600 /dev/null /dev/zero && chown 1:1 /dev/full && touch /dev/urandom && "
+        "stat -c '%a %u' /dev/null /dev/full && echo data > /dev/null && "
+        "head -c 4 /dev/zero | wc -c",
+    )
+    assert changed.stdout.split() == [b"600", b"0", b"666", b"1", b"4"], changed
+    assert {name: metadata(f"/dev/{name}") for name in DEVICES} == host
+    refused = sh(container, "mknod /dev/disk b 8 0")
+    assert refused.exit_code != 0
+    assert b"Operation not permitted" in refused.stderr

@@ -160,6 +160,11 @@ def launch_error(
         return CommandNotExecutable(argv0, number)
     if stage in ("enter sandbox", "fork") and number in (errno.ESRCH, errno.ENOMEM):
         return EmulatorError(f"sandbox {sandbox_id!r} is not running")
+    if stage in ("launch", "fork") and number == errno.EAGAIN:
+        return EmulatorError(
+            f"could not start {what} in sandbox {sandbox_id!r}: it runs as many processes as "
+            f"its limit allows ({message})"
+        )
     return EmulatorError(f"could not start {what} in sandbox {sandbox_id!r}: {stage}: {message}")
 
 

@@ -88,6 +88,8 @@ class LimitEnforcer:
         if setting not in get_args(LimitSetting):
             raise EmulatorError(f"limits must be 'auto', 'cgroup' or 'rlimit', got {setting!r}")
         self.mechanism: Mechanism = "rlimit"
+        #: ``<hierarchy>/pytest-northflank`` of each hierarchy used (none for rlimits)
+        self.bases: list[Path] = []
         self._owner_dirs: list[Path] = []
         why_not = "rlimits were requested"
         if setting != "rlimit":
@@ -135,6 +137,7 @@ class LimitEnforcer:
                     directory.rmdir()
             return f"cannot create cgroups: {exc}"
         self.mechanism, self._owner_dirs = mechanism, made
+        self.bases = [directory.parent for directory in made]
         return ""
 
     def prepare(

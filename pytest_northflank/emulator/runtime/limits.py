@@ -2,7 +2,8 @@
 
 A sandbox gets its plan's memory (``nf-compute-20``: 512 MiB, as on Northflank) and a
 process count (1024 unless the runtime is told otherwise). Where this process may create
-cgroups they enforce both: one cgroup per sandbox under ``pytest-northflank/<owner>/`` in the
+cgroups they enforce both: one cgroup per sandbox under ``pytest-northflank/<owner>/<runtime>/``
+in the
 memory and pids hierarchies (cgroup v1) or in the unified hierarchy (v2); every launcher of
 the sandbox (its main process and each exec) joins it before it forks, so all the sandbox
 starts is counted and a fork bomb stops at the limit. Otherwise each sandbox process gets
@@ -10,8 +11,9 @@ rlimits, which are weaker, as :attr:`LimitEnforcer.reason` says: ``RLIMIT_AS`` c
 process's address space (not the sandbox's total), and ``RLIMIT_NPROC`` counts every process
 of the user and does not bind root.
 
-``<owner>`` is the emulator's pid and start time (``owners``): cgroups of an emulator that
-was SIGKILLed are removed by the next one.
+``<owner>`` names the emulator's process (``owners``): cgroups of an emulator that was
+SIGKILLed are removed by the next one. ``<runtime>`` is random: one process may run several
+runtimes, and each removes only its own cgroups.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +44,8 @@ PLAN_MEMORY_MB = {
 DEFAULT_MAX_PROCESSES = 1024
 GROUP_ROOT = "pytest-northflank"
 RELEASE_TIMEOUT = 5.0
+
+_owner_lock = threading.Lock()
 
 LimitSetting = Literal["auto", "cgroup", "rlimit"]
 Mechanism = Literal["cgroup v1", "cgroup v2", "rlimit"]
@@ -90,7 +96,7 @@ class LimitEnforcer:
         self.mechanism: Mechanism = "rlimit"
         #: ``<hierarchy>/pytest-northflank`` of each hierarchy used (none for rlimits)
         self.bases: list[Path] = []
-        self._owner_dirs: list[Path] = []
+        self._runtime_dirs: list[Path] = []
         why_not = "rlimits were requested"
         if setting != "rlimit":
             why_not = self._set_up_cgroups()
@@ -116,28 +122,27 @@ class LimitEnforcer:
             mechanism, roots = "cgroup v1", [mounts["memory"][0], mounts["pids"][0]]
         else:
             return "no cgroup hierarchy with the memory and pids controllers is mounted"
-        owner = owner_name()
+        owner, runtime = owner_name(), secrets.token_hex(4)
         made: list[Path] = []
         try:
-            for root in roots:
-                base = root / GROUP_ROOT
-                if mechanism == "cgroup v2":
-                    _enable_controllers(root)
-                base.mkdir(exist_ok=True)
-                if mechanism == "cgroup v2":
-                    _enable_controllers(base)
-                reclaim_stale_groups(base)
-                (base / owner).mkdir(exist_ok=True)
-                made.append(base / owner)
-                if mechanism == "cgroup v2":
-                    _enable_controllers(base / owner)
+            with _owner_lock:  # the owner directory is shared by this process's runtimes
+                for root in roots:
+                    base = root / GROUP_ROOT
+                    chain = [base, base / owner, base / owner / runtime]
+                    for depth, directory in enumerate(chain):
+                        if mechanism == "cgroup v2":  # a cgroup's children get what it enables
+                            _enable_controllers(directory.parent)
+                        directory.mkdir(exist_ok=depth < 2)
+                        if depth == 0:
+                            reclaim_stale_groups(base)
+                    made.append(chain[-1])
+                    if mechanism == "cgroup v2":
+                        _enable_controllers(chain[-1])
         except OSError as exc:
-            for directory in made:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
+            self._remove_own(made)
             return f"cannot create cgroups: {exc}"
-        self.mechanism, self._owner_dirs = mechanism, made
-        self.bases = [directory.parent for directory in made]
+        self.mechanism, self._runtime_dirs = mechanism, made
+        self.bases = [directory.parent.parent for directory in made]
         return ""
 
     def prepare(
@@ -156,8 +161,8 @@ class LimitEnforcer:
             return {"rlimits": rlimits}, None
         directories = []
         try:
-            for owner_dir in self._owner_dirs:
-                directory = owner_dir / name
+            for runtime_dir in self._runtime_dirs:
+                directory = runtime_dir / name
                 directory.mkdir()
                 directories.append(directory)
                 self._write_limits(directory, limits)
@@ -185,28 +190,30 @@ class LimitEnforcer:
 
     def release(self, name: str) -> None:
         """Remove the cgroups of sandbox ``name`` if it has any (killing what is left)."""
-        if self._owner_dirs:
-            SandboxGroup([owner_dir / name for owner_dir in self._owner_dirs]).release()
+        if self._runtime_dirs:
+            SandboxGroup([runtime_dir / name for runtime_dir in self._runtime_dirs]).release()
 
     def close(self) -> None:
-        """Remove this owner's (by now empty) cgroup directories."""
+        """Remove this runtime's cgroups (killing what is left in them)."""
+        runtime_dirs, self._runtime_dirs = self._runtime_dirs, []
+        self._remove_own(runtime_dirs)
+
+    @staticmethod
+    def _remove_own(directories: list[Path]) -> None:
         deadline = time.monotonic() + RELEASE_TIMEOUT
-        for directory in self._owner_dirs:
-            for leaf in _children(directory):
-                _remove_group(leaf, deadline)
-            _remove_group(directory, deadline)
-        self._owner_dirs = []
+        with _owner_lock:
+            for directory in directories:
+                _remove_group_tree(directory, deadline)
+                with contextlib.suppress(OSError):  # still used by another runtime here
+                    directory.parent.rmdir()
 
 
 def reclaim_stale_groups(base: Path) -> None:
     """Remove the cgroups under ``base`` of emulators that are gone."""
     for owner_dir in _children(base):
         if OWNER_RE.match(owner_dir.name) and owner_gone(owner_dir.name):
-            deadline = time.monotonic() + RELEASE_TIMEOUT
             with contextlib.suppress(EmulatorError):  # retried by the next emulator
-                for leaf in _children(owner_dir):
-                    _remove_group(leaf, deadline)
-                _remove_group(owner_dir, deadline)
+                _remove_group_tree(owner_dir, time.monotonic() + RELEASE_TIMEOUT)
 
 
 def _children(directory: Path) -> list[Path]:
@@ -214,6 +221,12 @@ def _children(directory: Path) -> list[Path]:
         return [entry for entry in directory.iterdir() if entry.is_dir()]
     except OSError:
         return []
+
+
+def _remove_group_tree(directory: Path, deadline: float) -> None:
+    for child in _children(directory):
+        _remove_group_tree(child, deadline)
+    _remove_group(directory, deadline)
 
 
 def _remove_group(directory: Path, deadline: float) -> None:

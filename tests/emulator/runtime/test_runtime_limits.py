@@ -94,12 +94,16 @@ def test_the_cgroups_go_with_the_sandbox_and_the_runtime(tmp_path: Path) -> None
     directories = cgroup_dirs(container)
     owners = {directory.parent for directory in directories}
     assert all(directory.is_dir() for directory in directories)
-    members = {int(pid) for pid in (directories[0] / "cgroup.procs").read_text().split()}
-    assert len(members) >= 3  # the launcher, sh and the escaped sleep
+
+    def members() -> set[int]:
+        return {int(pid) for pid in (directories[0] / "cgroup.procs").read_text().split()}
+
+    assert eventually(lambda: len(members()) >= 3)  # the launcher, sh and the escaped sleep
+    started = members()
     runtime.shutdown()
     assert not any(directory.exists() for directory in directories)
     assert not any(owner.exists() for owner in owners)
-    assert eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in members))
+    assert eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in started))
 
 
 def test_rlimits_where_no_cgroup_is_used(tmp_path: Path) -> None:
@@ -159,3 +163,18 @@ def test_cgroups_of_a_dead_emulator_are_reclaimed_and_a_live_one_kept() -> None:
             for leftover in ((base / live_owner / "leftover"), (base / live_owner)):
                 if leftover.exists():
                     leftover.rmdir()
+
+
+@needs_cgroups
+def test_runtimes_of_one_process_keep_their_own_cgroups(tmp_path: Path) -> None:
+    first = ContainerRuntime("directory", tmp_path / "first")
+    second = ContainerRuntime("directory", tmp_path / "second")
+    try:
+        kept = second.start("kept", ["sleep", "infinity"], {})
+        first.shutdown()  # removes its cgroups only
+        assert all(directory.is_dir() for directory in cgroup_dirs(kept))
+        later = second.start("later", ["sleep", "infinity"], {})
+        assert sh(later, "echo started").stdout == b"started\n"
+    finally:
+        first.shutdown()
+        second.shutdown()

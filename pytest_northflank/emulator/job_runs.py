@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import time
 import uuid
@@ -20,6 +21,7 @@ from typing import Literal
 
 from pytest_northflank.emulator.jobs import JobRecord, JobSpec
 from pytest_northflank.emulator.runtime import (
+    PLAN_MEMORY_MB,
     CommandNotRunnable,
     Container,
     ContainerRuntime,
@@ -66,6 +68,7 @@ class RunRecord:
     argv: list[str]
     env: dict[str, str]
     started_at: datetime
+    memory_mb: int | None = None  #: the job's plan's memory, for each attempt's container
     status: RunStatus = "RUNNING"
     concluded_at: datetime | None = None
     attempts: list[Attempt] = field(default_factory=list)
@@ -183,6 +186,7 @@ class JobRuns:
             argv=list(argv),
             env=dict(env),
             started_at=utcnow(),
+            memory_mb=PLAN_MEMORY_MB.get(spec.plan),
         )
         kept = self.runs.setdefault((job.project_id, job.id), [])
         kept.append(run)
@@ -230,7 +234,15 @@ class JobRuns:
     async def _attempt(self, attempt: Attempt, run: RunRecord, started: float) -> int | None:
         """The exit code, or None when the deadline passed (the container is then killed)."""
         starting = asyncio.ensure_future(
-            asyncio.to_thread(self.runtime.start, attempt.name, list(run.argv), dict(run.env))
+            asyncio.to_thread(
+                functools.partial(
+                    self.runtime.start,
+                    attempt.name,
+                    list(run.argv),
+                    dict(run.env),
+                    memory_mb=run.memory_mb,
+                )
+            )
         )
         try:
             container = await asyncio.shield(starting)

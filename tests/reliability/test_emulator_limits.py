@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from reliability_helpers import make_sandbox
 
@@ -118,3 +119,30 @@ def test_a_fork_bomb_is_contained(limited: EmulatorServer, nf: NorthflankClient)
     assert wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in members))
     assert bystander.run("echo still alive", timeout=30).stdout == "still alive\n"
     bystander.delete()
+
+
+def test_a_job_run_gets_its_plan_memory(limited: EmulatorServer) -> None:
+    jobs = "/v1/projects/default-project/jobs"
+    body = {
+        "name": "plan-memory-job",
+        "billing": {"deploymentPlan": "nf-compute-50"},
+        "backoffLimit": 0,
+        "deployment": {
+            "external": {"imagePath": "ubuntu:22.04"},
+            "docker": {"configType": "customCommand", "customCommand": "sleep 600"},
+        },
+    }
+    headers = {"Authorization": f"Bearer {limited.token}"}
+    with httpx.Client(base_url=limited.url, headers=headers, timeout=30) as http:
+        job = http.post(f"{jobs}/manual", json=body).json()["data"]
+        http.post(f"{jobs}/{job['id']}/runs", json={}).raise_for_status()
+        try:
+            assert wait_for(lambda: any(c.sandbox_id.startswith(job["id"])
+                                        for c in limited.runtime.containers()))  # fmt: skip
+            container = container_of(limited, job["id"])
+            name = "memory.max" if limited.runtime.limits_mechanism == "cgroup v2" else (
+                "memory.limit_in_bytes"
+            )  # fmt: skip
+            assert read_value(container, name).strip() == str(1024 << 20)
+        finally:
+            http.delete(f"{jobs}/{job['id']}").raise_for_status()

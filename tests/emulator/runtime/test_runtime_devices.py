@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from emulator_testing import eventually
 from runtime_testing import (
     Harness,
     collect,
@@ -18,6 +19,7 @@ from runtime_testing import (
 )
 
 from pytest_northflank.emulator.runtime import Container
+from pytest_northflank.errors import EmulatorError
 
 pytestmark = needs_namespaces
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -107,3 +109,13 @@ def test_device_nodes_are_the_sandbox_own(harness: Harness) -> None:
     refused = sh(container, "mknod /dev/disk b 8 0")
     assert refused.exit_code != 0
     assert b"Operation not permitted" in refused.stderr
+
+
+def test_no_terminal_through_a_root_the_main_process_changed(harness: Harness) -> None:
+    # Root inside could plant links under a new root; the terminal is never looked up there.
+    container = harness.start(["chroot", "/usr", "/bin/sleep", "infinity"])
+    if not eventually(lambda: os.readlink(f"/proc/{container.pid}/root") != "/", timeout=5):
+        pytest.skip("chroot /usr /bin/sleep does not run on this userland")
+    with pytest.raises(EmulatorError, match="changed its root directory"):
+        tty_exec(container, "tty")
+    assert sh(container, "echo without a tty").stdout == b"without a tty\n"

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import re
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from emulator_testing import eventually
@@ -119,3 +123,45 @@ def test_no_terminal_through_a_root_the_main_process_changed(harness: Harness) -
     with pytest.raises(EmulatorError, match="changed its root directory"):
         tty_exec(container, "tty")
     assert sh(container, "echo without a tty").stdout == b"without a tty\n"
+
+
+NO_MKNOD_SCRIPT = """
+import sys
+from pytest_northflank.emulator.runtime import ContainerRuntime
+sys.path[:0] = sys.argv[2:]
+from runtime_testing import sh
+
+with open(sys.argv[1] + "/cgroup.procs", "w") as procs:
+    procs.write("0")  # mknod is refused from here on, to this process and its children
+with ContainerRuntime("namespace") as runtime:
+    box = runtime.start("no-mknod", ["sleep", "infinity"], {})
+    for script in ("stat -c '%d %i' /dev/null", "chmod 600 /dev/null", "echo x > /dev/null"):
+        result = sh(box, script)
+        print(result.exit_code, result.stdout.decode().strip(), result.stderr.decode().strip())
+"""
+
+
+def test_without_mknod_the_host_nodes_are_bound_read_only(tmp_path: Path) -> None:
+    devices = Path("/sys/fs/cgroup/devices")
+    if not (devices / "devices.deny").exists():
+        pytest.skip("no cgroup v1 devices controller to refuse mknod with")
+    group = devices / f"pytest-northflank-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        for kind in "cb":  # ("a" would refuse every access, not just mknod)
+            (group / "devices.deny").write_text(f"{kind} *:* m")
+        here = str(Path(__file__).parent)
+        done = subprocess.run(
+            [sys.executable, "-c", NO_MKNOD_SCRIPT, str(group), here, str(Path(here).parent)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        group.rmdir()
+    assert done.returncode == 0, done.stderr
+    null = os.stat("/dev/null")
+    same_node, chmod, write = done.stdout.splitlines()
+    assert same_node == f"0 {null.st_dev} {null.st_ino} "  # the host's node, bound
+    assert chmod.startswith("1  ")
+    assert "Read-only file system" in chmod
+    assert write == "0  "  # and it still works
+    assert stat.S_IMODE(os.stat("/dev/null").st_mode) == stat.S_IMODE(null.st_mode)

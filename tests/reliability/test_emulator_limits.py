@@ -19,8 +19,15 @@ from pytest_northflank.emulator.runtime import Container
 from pytest_northflank.emulator.runtime.limits import LimitEnforcer
 from pytest_northflank.errors import ExecError
 
+
+def cgroup_mechanism() -> str:
+    enforcer = LimitEnforcer()
+    enforcer.close()
+    return enforcer.mechanism
+
+
 pytestmark = pytest.mark.skipif(
-    LimitEnforcer().mechanism == "rlimit", reason="no writable memory and pids cgroups here"
+    cgroup_mechanism() == "rlimit", reason="no writable memory and pids cgroups here"
 )
 MAX_PROCESSES = 64
 # Every copy forks for ever (pausing a little after each refusal, to spare the shared CI

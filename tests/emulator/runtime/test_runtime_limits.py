@@ -23,7 +23,14 @@ from pytest_northflank.emulator.runtime.limits import (
 from pytest_northflank.emulator.runtime.owners import owner_name
 from pytest_northflank.errors import EmulatorError
 
-CGROUPS = LimitEnforcer().mechanism != "rlimit"
+
+def cgroup_mechanism() -> str:
+    enforcer = LimitEnforcer()
+    enforcer.close()
+    return enforcer.mechanism
+
+
+CGROUPS = cgroup_mechanism() != "rlimit"
 needs_cgroups = pytest.mark.skipif(not CGROUPS, reason="no writable memory and pids cgroups")
 FORK_UNTIL_REFUSED = """
 import os, signal

@@ -119,7 +119,11 @@ class LimitEnforcer:
         if unified:
             mechanism, roots = "cgroup v2", unified[:1]
         elif "memory" in mounts and "pids" in mounts:
-            mechanism, roots = "cgroup v1", [mounts["memory"][0], mounts["pids"][0]]
+            # One directory per hierarchy; both controllers may share one.
+            mechanism, roots = (
+                "cgroup v1",
+                list(dict.fromkeys([mounts["memory"][0], mounts["pids"][0]])),
+            )
         else:
             return "no cgroup hierarchy with the memory and pids controllers is mounted"
         owner, runtime = owner_name(), secrets.token_hex(4)

@@ -25,15 +25,19 @@ from pytest_northflank.errors import (
     NorthflankError,
     NotFoundError,
     PermissionDeniedError,
+    ProcessEnded,
     ProvisioningError,
     RateLimitedError,
     ReadyTimeout,
     ServerError,
     TransportError,
     UnsafeArchiveError,
+    WaitTimeout,
 )
 
 if TYPE_CHECKING:
+    from pytest_northflank import probe
+    from pytest_northflank.process import Process
     from pytest_northflank.sandbox import CommandResult, Sandbox
 
 __all__ = [
@@ -53,6 +57,8 @@ __all__ = [
     "NorthflankError",
     "NotFoundError",
     "PermissionDeniedError",
+    "Process",
+    "ProcessEnded",
     "ProvisioningError",
     "RateLimitedError",
     "ReadyTimeout",
@@ -60,7 +66,9 @@ __all__ = [
     "ServerError",
     "TransportError",
     "UnsafeArchiveError",
+    "WaitTimeout",
     "__version__",
+    "probe",
 ]
 
 
@@ -69,4 +77,12 @@ def __getattr__(name: str) -> Any:
         from pytest_northflank import sandbox
 
         return getattr(sandbox, name)
+    if name == "Process":
+        from pytest_northflank.process import Process
+
+        return Process
+    if name == "probe":
+        import importlib
+
+        return importlib.import_module("pytest_northflank.probe")
     raise AttributeError(f"module 'pytest_northflank' has no attribute {name!r}")

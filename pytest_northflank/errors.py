@@ -18,6 +18,9 @@
     │   └── CommandTimeout           a command outlived its timeout (and was stopped); ``result``
     │                                holds the output it wrote until then
     ├── CommandFailed                ``CommandResult.check()`` on a non-zero exit code
+    ├── WaitTimeout                  a wait (line, port, HTTP, probe, ``Process.wait``) ran out
+    │                                of time; also the built-in ``TimeoutError``
+    ├── ProcessEnded                 a background process ended while something waited on it
     ├── FileTransferError            upload/download failed (missing path, no tar, ...)
     │   └── UnsafeArchiveError       an archive tried to write outside its target
     ├── ProvisioningError            a sandbox did not become ready
@@ -51,12 +54,14 @@ __all__ = [
     "NorthflankError",
     "NotFoundError",
     "PermissionDeniedError",
+    "ProcessEnded",
     "ProvisioningError",
     "RateLimitedError",
     "ReadyTimeout",
     "ServerError",
     "TransportError",
     "UnsafeArchiveError",
+    "WaitTimeout",
 ]
 
 
@@ -157,6 +162,26 @@ class CommandFailed(NorthflankError):
 
     def __init__(self, message: str, *, result: Any = None) -> None:
         self.result = result
+        super().__init__(message)
+
+
+class WaitTimeout(NorthflankError, TimeoutError):
+    """A wait ran out of time: ``Process.wait_for_line``, ``Process.wait``,
+    ``Sandbox.wait_for_port``, ``Sandbox.wait_for_http`` or a readiness probe. The message
+    names what was awaited and shows the last output or status seen. Also a ``TimeoutError``.
+    A timed-out wait stops nothing: the process keeps running."""
+
+    def __init__(self, message: str, *, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(message)
+
+
+class ProcessEnded(NorthflankError):
+    """A background process ended while a wait was looking for its output; ``exit_code`` is
+    how it ended and the message shows its last output lines."""
+
+    def __init__(self, message: str, *, exit_code: int | None) -> None:
+        self.exit_code = exit_code
         super().__init__(message)
 
 

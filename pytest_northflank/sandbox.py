@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shlex
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,109 +17,37 @@ from typing import TYPE_CHECKING
 from pytest_northflank.client.arguments import check_command_text, check_no_nul
 from pytest_northflank.errors import (
     ArgumentError,
-    CommandFailed,
     CommandTimeout,
     FileTransferError,
     NorthflankError,
 )
+from pytest_northflank.probe import Probe, http, tcp
+from pytest_northflank.process import Process, wrap_argv
 from pytest_northflank.redaction import mask, secret_values
+from pytest_northflank.result import FAILURE_TAIL_CHARS, FAILURE_TAIL_LINES, CommandResult
+from pytest_northflank.waits import check_timeout, wait_for_probe
 
 if TYPE_CHECKING:
     from pytest_northflank.client import LogLine, NorthflankClient
     from pytest_northflank.config.settings import SandboxOptions
 
-__all__ = ["CommandRecord", "CommandResult", "Sandbox"]
+__all__ = [
+    "FAILURE_TAIL_CHARS",
+    "FAILURE_TAIL_LINES",
+    "CommandRecord",
+    "CommandResult",
+    "OutputCallback",
+    "Sandbox",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# How much of the output a failed check() or a timeout shows.
-FAILURE_TAIL_LINES = 20
-FAILURE_TAIL_CHARS = 4000
 # cwd is applied inside the sandbox by a tiny shell program that gets the directory and the
 # command as positional arguments, so no quoting of user text is ever needed.
 _CD_AND_EXEC = 'cd -- "$1" && shift && exec "$@"'
 _EXEC = 'exec "$@"'
-
-
-def _tail(text: str, secrets: Sequence[str]) -> str:
-    """The end of ``text`` for a message, masked before it is cut so that no cut can leave
-    part of a secret showing."""
-    kept = "\n".join(mask(text, secrets).rstrip("\n").splitlines()[-FAILURE_TAIL_LINES:])
-    if len(kept) > FAILURE_TAIL_CHARS:
-        kept = "..." + kept[-FAILURE_TAIL_CHARS:]
-    return kept
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What a command did: exit code, output (text and bytes) and how long it took.
-
-    ``exit_code`` is None only in the ``result`` of a :class:`CommandTimeout`: the command was
-    stopped before it finished, and the output is what it wrote until then.
-    """
-
-    command: str
-    exit_code: int | None
-    stdout_bytes: bytes
-    stderr_bytes: bytes
-    duration: float
-    sandbox: str = ""
-    #: Values masked in the message of ``check()`` (secret-looking environment values).
-    masked: tuple[str, ...] = field(default=(), repr=False, compare=False)
-
-    @property
-    def stdout(self) -> str:
-        """Standard output as text (UTF-8; undecodable bytes become U+FFFD)."""
-        return self.stdout_bytes.decode("utf-8", errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        """Standard error as text (UTF-8; undecodable bytes become U+FFFD)."""
-        return self.stderr_bytes.decode("utf-8", errors="replace")
-
-    @property
-    def ok(self) -> bool:
-        """True when the exit code is 0 (False for a command that did not finish)."""
-        return self.exit_code == 0
-
-    def check(self) -> CommandResult:
-        """Return self when the command succeeded, else raise :class:`CommandFailed`.
-
-        The error shows the command, the exit code and the end of stderr (or of stdout when
-        stderr is empty).
-        """
-        __tracebackhide__ = True  # the failure points at the test's line, not at this one
-        if self.ok:
-            return self
-        where = f" in sandbox {self.sandbox}" if self.sandbox else ""
-        ended = "did not finish" if self.exit_code is None else f"exited with {self.exit_code}"
-        message = f"command {self.command!r} {ended}{where}"
-        stream, text = ("stderr", self.stderr) if self.stderr.strip() else ("stdout", self.stdout)
-        if text.strip():
-            message += f"\n--- end of {stream} ---\n{_tail(text, self.masked)}"
-        else:
-            message += " (no output)"
-        raise CommandFailed(mask(message, self.masked), result=self)
-
-    def _timeout_message(self, timeout: float) -> str:
-        """The message of the ``CommandTimeout`` this partial result goes with: the command as
-        written, the limit, and the end of whatever it wrote on each stream."""
-        where = f" in sandbox {self.sandbox}" if self.sandbox else ""
-        message = f"command {self.command!r} timed out after {timeout:g}s and was stopped{where}"
-        tails = [
-            f"\n--- end of {stream} (partial) ---\n{_tail(text, self.masked)}"
-            for stream, text in (("stdout", self.stdout), ("stderr", self.stderr))
-            if text.strip()
-        ]
-        message += "".join(tails) if tails else " (no output)"
-        return mask(message, self.masked)
-
-    def __repr__(self) -> str:
-        return (
-            f"CommandResult(command={self.command!r}, exit_code={self.exit_code}, "
-            f"stdout={len(self.stdout_bytes)} bytes, stderr={len(self.stderr_bytes)} bytes, "
-            f"duration={self.duration:.3f})"
-        )
+# run(on_output=...) calls it with ("stdout" or "stderr", text) for each chunk as it arrives.
+OutputCallback = Callable[[str, str], object]
 
 
 @dataclass(frozen=True)
@@ -178,6 +108,21 @@ def chronological(lines: list[LogLine]) -> list[LogLine]:
     return lines
 
 
+def _text_chunks(on_output: OutputCallback) -> Callable[[str, bytes], None]:
+    """Bytes chunks to text chunks, one incremental decoder per stream (a character split
+    across two chunks is decoded whole)."""
+    decoders = {
+        name: codecs.getincrementaldecoder("utf-8")("replace") for name in ("stdout", "stderr")
+    }
+
+    def deliver(stream: str, data: bytes) -> None:
+        text = decoders[stream].decode(data)
+        if text:
+            on_output(stream, text)
+
+    return deliver
+
+
 class Sandbox:
     """A live Linux container (a Northflank deployment service) a test can use.
 
@@ -214,6 +159,8 @@ class Sandbox:
         self.deleted = False
         self.kept = False
         self.provisioning_seconds: float | None = None
+        #: Background processes started with :meth:`start` (shown in failure reports).
+        self.processes: list[Process] = []
         self._note_test()
 
     @property
@@ -238,6 +185,7 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         input: str | bytes | None = None,  # same name as in subprocess.run
+        on_output: OutputCallback | None = None,
     ) -> CommandResult:
         """Run a command in the sandbox and wait for it.
 
@@ -246,6 +194,8 @@ class Sandbox:
         fed to stdin. With ``check=True`` a non-zero exit raises ``CommandFailed``; after
         ``timeout`` seconds the command is stopped and ``CommandTimeout`` raised; its
         ``result`` holds the output written until then (``exit_code`` None).
+        ``on_output(stream, text)`` is called for each chunk of output as it arrives
+        (``stream`` is ``"stdout"`` or ``"stderr"``); the result holds all of it anyway.
 
             result = sandbox.run("ls /etc | wc -l", check=True)
             sandbox.run(["python3", "-m", "pytest", "-q"], cwd="/work/project")
@@ -261,7 +211,14 @@ class Sandbox:
         test = self._note_test()
         started = time.monotonic()
         try:
-            raw = self._client.run(self.project_id, self.id, argv, input=data, timeout=timeout)
+            raw = self._client.run(
+                self.project_id,
+                self.id,
+                argv,
+                input=data,
+                timeout=timeout,
+                on_output=None if on_output is None else _text_chunks(on_output),
+            )
         except ArgumentError:
             raise  # refused before anything was sent (a bad timeout): nothing ran
         except CommandTimeout as error:
@@ -307,6 +264,94 @@ class Sandbox:
             masked=secret_values(self.options.env, env),
         )
         return result.check() if check else result
+
+    # ------------------------------------------------------------------ background and waits
+
+    def start(
+        self,
+        command: str | Sequence[str | os.PathLike[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> Process:
+        """Start a command in the background and return its :class:`Process` at once.
+
+        A string runs through ``sh -c``, a list as argv (as in :meth:`run`). Its output is
+        collected as it arrives; processes still running at teardown are stopped before the
+        sandbox is deleted.
+
+            server = sandbox.start("python3 -m http.server 8000")
+            server.wait_for_line("Serving HTTP")
+        """
+        __tracebackhide__ = True  # its arguments (env) may hold secrets; pytest would print them
+        argv = build_argv(command, env=env, cwd=cwd)
+        display = command if isinstance(command, str) else shlex.join(os.fspath(c) for c in command)
+        wrapped, token = wrap_argv(argv)
+        test = self._note_test()
+        masked = secret_values(self.options.env, env)
+        try:
+            session = self._client.open_session(self.project_id, self.id, wrapped)
+        except Exception as error:
+            self.history.append(CommandRecord(display, None, 0.0, test, mask(str(error), masked)))
+            raise
+        self.history.append(CommandRecord(display, None, 0.0, test, "started in the background"))
+        process = Process(
+            session,
+            command=display,
+            token=token,
+            signal_group=self._signal_group,
+            secrets=masked,
+        )
+        self.processes.append(process)
+        return process
+
+    def wait_for_port(self, port: int, *, timeout: float = 30.0) -> None:
+        """Wait until something listens on TCP ``port`` inside the sandbox.
+
+        Raises :class:`~pytest_northflank.errors.WaitTimeout` (a ``TimeoutError``) after
+        ``timeout`` seconds. Needs only ``/bin/sh`` in the image.
+        """
+        __tracebackhide__ = True
+        self.wait_until(tcp(port), timeout=timeout)
+
+    def wait_for_http(
+        self, port: int, path: str = "/", *, status: int = 200, timeout: float = 30.0
+    ) -> None:
+        """Wait until ``GET http://127.0.0.1:{port}{path}`` inside the sandbox answers
+        ``status``. Raises :class:`~pytest_northflank.errors.WaitTimeout` naming the URL and
+        the last status seen. Uses bash's ``/dev/tcp`` (else curl, wget or python3)."""
+        __tracebackhide__ = True
+        self.wait_until(http(port, path, status), timeout=timeout)
+
+    def wait_until(self, ready: Probe, *, timeout: float = 30.0) -> None:
+        """Wait until a readiness probe (:mod:`pytest_northflank.probe`) passes."""
+        __tracebackhide__ = True
+        check_timeout(timeout)
+        wait_for_probe(self._run_quietly, ready, timeout=timeout, where=f"sandbox {self.name}")
+
+    def stop_processes(self, grace: float = 2.0) -> None:
+        """Stop every background process still running (SIGTERM, SIGKILL after ``grace``
+        seconds), all at once; never raises."""
+        running = [process for process in self.processes if process.running]
+        stoppers = [
+            threading.Thread(target=process.stop, args=(grace,), daemon=True) for process in running
+        ]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(timeout=grace * 2 + 1)
+
+    def _run_quietly(self, argv: Sequence[str]) -> tuple[int, str, str]:
+        raw = self._client.run(self.project_id, self.id, list(argv))
+        return raw.exit_code, raw.stdout_text, raw.stderr_text
+
+    def _signal_group(self, pid: int, signal_name: str) -> None:
+        # The group first (the emulator starts every exec in a session of its own); a plain
+        # kill of the PID where the command is not a group leader.
+        script = 'kill -s "$1" -- "-$2" 2>/dev/null || kill -s "$1" "$2"'
+        self._client.run(
+            self.project_id, self.id, ["sh", "-c", script, "sh", signal_name, str(pid)]
+        )
 
     # -------------------------------------------------------------------------------- files
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -323,6 +323,7 @@ class NorthflankClient(ClosesOnExit):
         shell: str | None = None,
         input: bytes | None = None,
         timeout: float | None = None,
+        on_output: Callable[[str, bytes], object] | None = None,
     ) -> ExecResult:
         """Run a command to completion and return its exit code and exact output bytes.
 
@@ -331,10 +332,19 @@ class NorthflankClient(ClosesOnExit):
         run as is. ``input`` is written to stdin, then EOF. With ``timeout`` the command runs
         under coreutils ``timeout -k 2 <timeout>`` so it is stopped remotely, and the client
         gives up a few seconds later; either way ``CommandTimeout`` is raised.
+        ``on_output(stream, data)`` sees each output chunk as it arrives (the result holds
+        them all too).
         """
         __tracebackhide__ = True  # pytest would print argv, which may carry env values
         return run_command(
-            self._exec, project_id, service_id, command, shell=shell, input=input, timeout=timeout
+            self._exec,
+            project_id,
+            service_id,
+            command,
+            shell=shell,
+            input=input,
+            timeout=timeout,
+            on_output=on_output,
         )
 
     def open_session(

@@ -14,7 +14,7 @@ waiting ``TIMEOUT_GRACE`` seconds after that and closes the socket. The image th
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pytest_northflank.client.arguments import check_timeout, command_argv, describe_argv
 from pytest_northflank.client.connector import ExecConnector
@@ -58,6 +58,7 @@ def run_command(
     shell: str | None = None,
     input: bytes | None = None,
     timeout: float | None = None,
+    on_output: Callable[[str, bytes], object] | None = None,
 ) -> ExecResult:
     """Run one command to completion (see ``NorthflankClient.run``)."""
     __tracebackhide__ = True  # pytest would print argv, which may carry env values
@@ -81,7 +82,7 @@ def run_command(
             )
             feeder.start()
         wait_limit = None if timeout is None else timeout + _KILL_AFTER + TIMEOUT_GRACE
-        result = session.wait(timeout=wait_limit)
+        result = session.wait(timeout=wait_limit, on_output=on_output)
     except CommandTimeout as waited:
         assert timeout is not None
         raise CommandTimeout(

@@ -242,8 +242,14 @@ class ExecSession(ClosesOnExit):
             result=partial,
         )
 
-    def wait(self, timeout: float | None = None) -> ExecResult:
-        """Wait for completion. Output not consumed by iterating is collected into the result.
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        on_output: Callable[[str, bytes], object] | None = None,
+    ) -> ExecResult:
+        """Wait for completion. Output not consumed by iterating is collected into the result;
+        ``on_output(stream, data)`` also sees each chunk as it arrives.
 
         ``timeout`` bounds the whole wait: past it the connection is closed (stopping the
         command) and ``CommandTimeout`` is raised; its ``result`` holds the output collected
@@ -268,6 +274,8 @@ class ExecSession(ClosesOnExit):
                 raise self._timeout(timeout or 0.0, "waiting for completion", partial)
             if isinstance(frame, OutputFrame):
                 (stdout if frame.stream == "stdout" else stderr).write(frame.data)
+                if on_output is not None:
+                    on_output(frame.stream, frame.data)
         return self._result(stdout.getvalue(), stderr.getvalue())
 
     def _result(self, stdout: bytes, stderr: bytes) -> ExecResult:

@@ -55,8 +55,11 @@ class Process:
         signal_group: Callable[[int, str], object],
         secrets: Sequence[str] = (),
         on_exit: Callable[[Process], None] = lambda _process: None,
+        test: str | None = None,
     ) -> None:
         self.command = command
+        #: The test that started it (for the failure report).
+        self.test = test
         self._session = session
         self._token = token
         self._signal_group = signal_group

@@ -301,6 +301,7 @@ class Sandbox:
             token=token,
             signal_group=self._signal_group,
             secrets=masked,
+            test=test,
         )
         self.processes.append(process)
         return process

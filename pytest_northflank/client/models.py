@@ -300,6 +300,8 @@ class DeploymentServiceSpec(BaseModel):
     description: str | None = None
     instances: int = 1
     expiry_time: int | None = None
+    #: ``healthChecks`` items as the API takes them (e.g. a ``readinessProbe``).
+    health_checks: list[dict[str, Any]] = Field(default_factory=list)
 
     def __repr_args__(self) -> Any:
         # Environment values may be secrets, and reprs end up in tracebacks and logs.
@@ -379,4 +381,6 @@ class DeploymentServiceSpec(BaseModel):
             payload["runtimeEnvironment"] = dict(self.env)
         if self.expiry_time is not None:
             payload["createOptions"] = {"expiryTime": self.expiry_time}
+        if self.health_checks:
+            payload["healthChecks"] = [dict(check) for check in self.health_checks]
         return payload

@@ -195,11 +195,14 @@ SANDBOX_FIXTURES = frozenset(
 
 MARKER_HELP = (
     "nf_sandbox(image=None, plan=None, env=None, tags=None, command=None, ready_timeout=None, "
-    "keep=None): options of the test's nf_sandbox; keywords left out come from the --nf-* "
-    "settings, and the closest marker (test, then class, then module) wins. image: container "
+    "keep=None, ready=None): options of the test's nf_sandbox; keywords left out come from "
+    "the --nf-* settings, and the closest marker (test, then class, then module) wins. image: "
+    "container "
     "image; plan: Northflank plan id; env: dict of environment variables; tags: tag names, "
     "e.g. ['spot-workload']; command: main command ('' = the image's own); ready_timeout: "
-    "seconds; keep: 'never', 'on-failure' or 'always'."
+    "seconds; keep: 'never', 'on-failure' or 'always'; ready: a readiness probe "
+    "(pytest_northflank.probe: http(port, path), tcp(port), command('...')) that must pass "
+    "before the test gets the sandbox."
 )
 NORTHFLANK_MARKER_HELP = (
     "northflank: the test uses a Northflank sandbox or the API (added automatically; "

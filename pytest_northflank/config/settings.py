@@ -40,6 +40,7 @@ from pytest_northflank.config.options import (
     usage_problem,
 )
 from pytest_northflank.errors import ConfigError
+from pytest_northflank.probe import Probe
 
 Backend = Literal["auto", "northflank", "emulator"]
 KeepMode = Literal["never", "on-failure", "always"]
@@ -49,7 +50,19 @@ ImagesMode = Literal["pull", "require", "off"]
 EMULATOR_DEFAULT_PROJECT = "default-project"
 
 # The keywords @pytest.mark.nf_sandbox and nf_sandbox_factory accept, in signature order.
-SANDBOX_KEYWORDS = ("image", "plan", "env", "tags", "command", "ready_timeout", "keep")
+SANDBOX_KEYWORDS = ("image", "plan", "env", "tags", "command", "ready_timeout", "keep", "ready")
+
+
+def _probe(value: Any) -> Probe:
+    if not isinstance(value, Probe):
+        raise ValueError(
+            "must be a readiness probe: probe.http(port), probe.tcp(port) or "
+            "probe.command('...') from pytest_northflank.probe"
+        )
+    return value
+
+
+ReadyProbe = Annotated[Probe, PlainValidator(_probe)]
 
 _TAG = re.compile(r"^[a-zA-Z0-9]+(-[a-zA-Z0-9]+)*$")
 _PLAN = re.compile(r"^[A-Za-z0-9-]+$")
@@ -177,6 +190,8 @@ class SandboxOptions(_HidesEnvValues):
     command: str = DEFAULTS["command"]
     ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
     keep: KeepMode = DEFAULTS["keep"]
+    # Checked before the sandbox is handed out (and sent as Northflank's readiness probe).
+    ready: ReadyProbe | None = None
 
 
 class SandboxOverrides(_HidesEnvValues):
@@ -191,6 +206,7 @@ class SandboxOverrides(_HidesEnvValues):
     command: str | None = None
     ready_timeout: Annotated[Seconds, Field(gt=0)] | None = None
     keep: KeepMode | None = None
+    ready: ReadyProbe | None = None
 
     def given(self) -> dict[str, Any]:
         return {name: value for name, value in self if value is not None}

@@ -12,6 +12,7 @@ import shlex
 import time
 from collections.abc import Iterable
 
+from pytest_northflank.emulator.health_checks import watch_readiness
 from pytest_northflank.emulator.images import Image, ImageError, main_argv
 from pytest_northflank.emulator.images.provider import HostFallback, ImageProvider
 from pytest_northflank.emulator.runtime import (
@@ -59,6 +60,8 @@ class Deployments:
         if instance is None or instance.container is None:
             return
         container = instance.container
+        if instance.probe_task is not None:
+            instance.probe_task.cancel()
         kept = service.old_logs
         kept.extend((instance.name, record) for record in container.log_lines())
         del kept[: max(len(kept) - MAX_KEPT_LOG_LINES, 0)]
@@ -119,6 +122,15 @@ class Deployments:
             return
         instance.container = container
         instance.started_at = time.monotonic()
+        check = spec.readiness
+        if check is not None:
+
+            def passed() -> None:
+                instance.probe_passed = True
+
+            instance.probe_task = asyncio.create_task(
+                watch_readiness(container, check, passed), name=f"readiness-{service.id}"
+            )
 
     def _grace(self, service: ServiceRecord) -> float:
         grace = service.spec.grace_period

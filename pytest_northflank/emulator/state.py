@@ -9,6 +9,7 @@ no locks. Deployment status follows moto's habit: it is worked out when someone 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
 import time
@@ -103,6 +104,9 @@ class Instance:
     start_error: str | None = None
     image_notice: str | None = None  #: set when the host's userland stands in for the image
     start_exit_code: int | None = None
+    #: The readiness probe passed (always True for a service without one).
+    probe_passed: bool = False
+    probe_task: asyncio.Task[None] | None = None
 
     def main_exit_code(self) -> int | None:
         if self.container is not None:
@@ -334,6 +338,10 @@ class EmulatorState:
             )
             return
         elapsed = now - rollout.started
+        if service.spec.readiness is not None and not instance.probe_passed:
+            # As on Northflank: not ready until the readiness probe passes.
+            service.set_status("IN_PROGRESS", rollout.reason)
+            return
         if elapsed >= rollout.ready_delay and now - instance.started_at >= STARTUP_SETTLE_SECONDS:
             service.rollout = None
             if rollout.fail_readiness:
@@ -347,6 +355,19 @@ class EmulatorState:
                 service.set_status("COMPLETED", rollout.reason)
         elif rollout.ready_delay > 0 and elapsed >= rollout.ready_delay / 2:
             service.set_status("IN_PROGRESS", rollout.reason)
+
+    def accepts_exec(self, service: ServiceRecord) -> bool:
+        """Ready, or running and waiting only for its readiness probe (as on Kubernetes, a
+        container that is not ready yet can still be exec'd into)."""
+        instance = service.instance
+        waiting_for_probe = (
+            service.spec.readiness is not None
+            and service.status == "IN_PROGRESS"
+            and instance is not None
+            and not instance.probe_passed
+            and instance.is_running()
+        )
+        return waiting_for_probe or self.is_ready(service)
 
     def is_ready(self, service: ServiceRecord) -> bool:
         return (

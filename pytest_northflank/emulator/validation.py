@@ -15,6 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from pytest_northflank.emulator.health_checks import (
+    HealthCheck,
+    check_health_checks,
+    readiness_probe,
+)
 from pytest_northflank.errors import ApiValidationError
 
 # Northflank docs (northflank-api.md section 2.2).
@@ -222,6 +227,8 @@ class ServiceSpec:
     deployment_echo: dict[str, Any] = field(default_factory=dict)
     ports: list[dict[str, Any]] = field(default_factory=list)
     credentials: str | None = None  #: deployment.external.credentials (a saved credential id)
+    #: The ``readinessProbe`` of ``healthChecks``, run by the emulator (others are echoed).
+    readiness: HealthCheck | None = None
 
 
 def check_service_body(body: Any) -> ServiceSpec:
@@ -294,6 +301,7 @@ def check_service_body(body: Any) -> ServiceSpec:
         problems.add("runtimeFiles", "runtime files are not supported by the emulator; write "
                      "files through exec instead")  # fmt: skip
     ports = _check_ports(problems, body.get("ports"))
+    readiness = readiness_probe(check_health_checks(problems.add, body.get("healthChecks")))
     create_options = _object(problems, body.get("createOptions"), "createOptions", required=False)
     _unknown_fields(problems, create_options, {"volumesToAttach", "expiryTime"}, "createOptions")
     if create_options.get("volumesToAttach"):
@@ -336,6 +344,7 @@ def check_service_body(body: Any) -> ServiceSpec:
         deployment_echo=deployment_echo,
         ports=ports,
         credentials=credentials,
+        readiness=readiness,
     )
 
 

@@ -19,6 +19,7 @@ from pytest_northflank.plugin.state import PluginState, get_state
 if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient
     from pytest_northflank.config.settings import KeepMode, SandboxOverrides, Settings
+    from pytest_northflank.probe import Probe
     from pytest_northflank.provisioning.provisioner import Provisioner
     from pytest_northflank.sandbox import Sandbox
 
@@ -102,10 +103,12 @@ class SandboxFactory:
         command: str | None = None,
         ready_timeout: float | None = None,
         keep: KeepMode | None = None,
+        ready: Probe | None = None,
     ) -> Sandbox:
         """A new ready sandbox, deleted when the fixture or test that asked for it finishes.
 
         Keywords left out come from the settings (``--nf-image``, ``--nf-plan``, ...).
+        ``ready`` is a probe (``pytest_northflank.probe``) that must pass first.
         """
         __tracebackhide__ = True
         from pytest_northflank.config.settings import overrides_from
@@ -118,6 +121,7 @@ class SandboxFactory:
             "command": command,
             "ready_timeout": ready_timeout,
             "keep": keep,
+            "ready": ready,
         }
         context = self._context_name()
         overrides = overrides_from(
@@ -178,8 +182,8 @@ def nf_sandbox_factory(
     nf_provisioner: Provisioner, nf_settings: Settings, pytestconfig: pytest.Config
 ) -> SandboxFactory:
     """Makes sandboxes with explicit options: nf_sandbox_factory(image=, plan=, env=, tags=,
-    command=, ready_timeout=, keep=) returns a ready Sandbox, deleted when the test or fixture
-    that asked for it ends. The way to build module or class sandboxes:
+    command=, ready_timeout=, keep=, ready=) returns a ready Sandbox, deleted when the test or
+    fixture that asked for it ends. The way to build module or class sandboxes:
         @pytest.fixture(scope="module")
         def web(nf_sandbox_factory):
             return nf_sandbox_factory(env={"PORT": "8080"})  # deleted after the module

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 # Commands shown per sandbox in a failure section, and log lines fetched for it.
 SECTION_COMMANDS = 30
 SECTION_LOG_LINES = 20
+SECTION_PROCESS_LINES = 10
 
 
 def header_lines(raw: RawSettings) -> list[str]:
@@ -127,9 +128,21 @@ def sandbox_section(nodeid: str, sandboxes: list[Sandbox]) -> str:
             lines.append("no command was run in it by this test")
         if earlier:
             lines.append(f"({earlier} commands were run in it by other tests or fixtures)")
+        lines.extend(_process_lines(sandbox, nodeid))
         lines.extend(_log_tail(sandbox))
         parts.append(mask("\n".join(lines), secret_values(sandbox.options.env)))
     return "\n\n".join(parts)
+
+
+def _process_lines(sandbox: Sandbox, nodeid: str) -> list[str]:
+    """Each background process this test started: command, state, last output lines."""
+    lines = []
+    for process in sandbox.processes:
+        if process.test not in (nodeid, None):
+            continue
+        lines.append(f"background process [{process.state}] {process.command}")
+        lines.extend(f"  {line}" for line in process.tail(SECTION_PROCESS_LINES).splitlines())
+    return lines
 
 
 def _log_tail(sandbox: Sandbox) -> list[str]:

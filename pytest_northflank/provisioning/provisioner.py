@@ -32,6 +32,7 @@ from pytest_northflank.errors import (
     ProvisioningError,
     ReadyTimeout,
 )
+from pytest_northflank.probe import Probe
 from pytest_northflank.provisioning.budget import SharedListing, SharedQuota
 from pytest_northflank.provisioning.depth import depth_policy
 from pytest_northflank.provisioning.messages import (
@@ -184,6 +185,9 @@ class Provisioner:
             tags=list(options.tags),
             description=owner.description(now),
             expiry_time=math.ceil(expiry) if expiry is not None else None,
+            health_checks=(
+                [options.ready.health_check(options.ready_timeout)] if options.ready else []
+            ),
         )
 
     # ------------------------------------------------------------------------ the seams
@@ -318,6 +322,7 @@ class Provisioner:
         __tracebackhide__ = True  # users need the message, not our frames
         if sandbox.deleted:
             return False
+        sandbox.stop_processes()  # bounded: a stuck process is cut off, never waited for
         try:
             existed = self.client.delete_service(self.project_id, sandbox.id)
         except ApiError as error:
@@ -400,6 +405,10 @@ class Provisioner:
                 raise type(error)(f"{error}{self._after_failure(sandbox)}") from None
             if self.pool is not None:
                 self.pool.note_ready(service.id, sent)
+        if options.ready is not None:
+            self._await_probe(
+                sandbox, options.ready, options.ready_timeout - (self._clock() - started)
+            )
         # What the test waited for its sandbox (less than the provisioning time when made ahead).
         sandbox.provisioning_seconds = self._clock() - started
         self.stats.provisioning_seconds.append(sandbox.provisioning_seconds)
@@ -411,6 +420,23 @@ class Provisioner:
         if planned and self.pool is not None:
             self.pool.note_given()  # the test's own time starts (auto warm-ahead measures it)
         return sandbox
+
+    def _await_probe(self, sandbox: Sandbox, ready: Probe, remaining: float) -> None:
+        """The deployment is COMPLETED; hand the sandbox out only once ``ready`` passes too
+        (Northflank's own readiness probe runs at most every 10 s, ours every 0.1 s)."""
+        __tracebackhide__ = True  # users need the message, not our frames
+        try:
+            sandbox.wait_until(ready, timeout=max(remaining, 0.0))
+        except NorthflankError as error:  # WaitTimeout, or the probe's exec failing
+            self.stats.failed += 1
+            service = Service.model_validate({"id": sandbox.id, "name": sandbox.name, "status": {}})
+            text = not_ready_text(
+                self.client,
+                self.project_id,
+                service,
+                f"its readiness probe {ready} failed: {error}",
+            )
+            raise ReadyTimeout(f"{text}{self._after_failure(sandbox)}") from None
 
     def _handle(
         self,

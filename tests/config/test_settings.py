@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pytest_northflank import probe
 from pytest_northflank.config.options import OPTIONS
 from pytest_northflank.config.settings import (
     SANDBOX_KEYWORDS,
@@ -277,15 +278,18 @@ def test_marker_accepts_every_keyword() -> None:
             "command": "",
             "ready_timeout": 5,
             "keep": "always",
+            "ready": probe.tcp(80),
         },
         "t::x",
     ).given()
     assert set(given) == set(SANDBOX_KEYWORDS)
+    assert given["ready"] == probe.tcp(80)
     assert given["ready_timeout"] == 5.0
     assert given["command"] == ""
 
 
 MARKER_ERRORS = [
+    ((), {"ready": 8000}, "ready=8000 is wrong: must be a readiness probe: probe.http(port)"),
     ((), {"imag": "x"}, "on t.py::test_a: unknown keyword 'imag'; it accepts image, plan, env,"),
     ((), {"imag": "x", "pln": "y"}, "unknown keywords 'imag', 'pln'"),
     (("ubuntu",), {}, "@pytest.mark.nf_sandbox on t.py::test_a: takes keyword arguments only"),

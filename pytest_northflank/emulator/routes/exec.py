@@ -295,7 +295,7 @@ class ExecSession:
         where = f"service {service_id!r} in project {project_id!r}"
         if service.paused:
             raise TargetUnavailable(f"Cannot exec into {where}: the service is paused")
-        if not self.ctx.state.is_ready(service):
+        if service.paused or not self.ctx.state.accepts_exec(service):
             detail = f"deployment status {service.status}"
             if service.status_message:
                 detail += f": {service.status_message}"

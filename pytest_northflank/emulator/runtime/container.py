@@ -4,6 +4,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import json
 import os
 import selectors
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_northflank.emulator.runtime.devices import open_sandbox_pty
+from pytest_northflank.emulator.runtime.exec_helper import MAX_REQUEST, ExecHelper
 from pytest_northflank.emulator.runtime.exec_process import (
     ExecProcess,
     Stream,
@@ -101,6 +103,9 @@ class Container:
         self._stopping = False
         self._stopped = threading.Event()
         self._execs: set[ExecProcess] = set()
+        self._helper: ExecHelper | None = None
+        self._helper_failed = False
+        self._helper_start = threading.Lock()
         self._pidfd: int | None = None
         if isolation == "namespace":
             # PID 1 may have ended already; exec then says the sandbox is not running.
@@ -184,6 +189,9 @@ class Container:
         }
         if self.user is not None:
             spec["uid"], spec["gid"] = self.user
+        helper = await self._exec_helper()
+        if helper is not None and len(json.dumps(spec)) <= MAX_REQUEST:
+            return await self._exec_in_helper(helper, spec, rows, columns)
         handed_over: list[int] = []  # child-side fds: closed by the spawn job once it ran
         kept: list[int] = []  # our side: owned by the ExecProcess once it exists
         output_fds: dict[int, Stream]
@@ -263,6 +271,109 @@ class Container:
         process.pid = report["pid"]
         return process
 
+    async def _exec_in_helper(
+        self, helper: ExecHelper, spec: dict[str, Any], rows: int, columns: int
+    ) -> ExecProcess:
+        """Start the command through the sandbox's exec helper (a fork, no new launcher)."""
+        ours, theirs, stdio, stdin_fd, output_fds = self._stdio(spec["tty"], rows, columns)
+        try:
+            report = await helper.spawn(spec, stdio)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        if "pid" not in report:
+            for fd in ours:
+                os.close(fd)
+            if not report:
+                raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running")
+            raise launch_error(
+                report, helper.process, sandbox_id=self.sandbox_id, argv0=spec["argv"][0],
+                what="a command",
+            )  # fmt: skip
+        process = ExecProcess(
+            report["child"],
+            stdin_fd=stdin_fd,
+            output_fds=output_fds,
+            tty=spec["tty"],
+            on_exit=self._forget_exec,
+        )
+        process.pid = report["pid"]
+        with self._lock:
+            stopping = self._stopping
+            if not stopping:
+                self._execs.add(process)
+        if stopping:
+            process._abandon()
+            raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running")
+        return process
+
+    def _stdio(
+        self, tty: bool, rows: int, columns: int
+    ) -> tuple[list[int], list[int], tuple[int, int, int], int, dict[int, Stream]]:
+        """Pipes (or a terminal) for one command: our fds, the command's fds, its stdin,
+        stdout and stderr, our end of its stdin, and our output fds by stream."""
+        if tty:
+            master, slave = self._open_pty()
+            set_window_size(slave, rows, columns)
+            return [master], [slave], (slave, slave, slave), master, {master: "stdout"}
+        in_read, in_write = os.pipe()
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        return (
+            [in_write, out_read, err_read],
+            [in_read, out_write, err_write],
+            (in_read, out_write, err_write),
+            in_write,
+            {out_read: "stdout", err_read: "stderr"},
+        )
+
+    async def _exec_helper(self) -> ExecHelper | None:
+        """The sandbox's exec helper, started at the first exec; None if it cannot run here
+        (every exec then starts a launcher of its own)."""
+        with self._lock:
+            if self._stopping:
+                raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running")
+            if self._helper is not None and self._helper.alive:
+                return self._helper
+            if self._helper_failed:
+                return None
+        return await asyncio.to_thread(self._start_helper)
+
+    def _start_helper(self) -> ExecHelper | None:
+        with self._helper_start:
+            if self._helper is not None and self._helper.alive:
+                return self._helper
+            if self._helper_failed:
+                return None
+            spec: dict[str, Any] = {
+                "isolation": self.isolation,
+                "workdir": self.workdir,
+                **self.limits_spec,
+            }
+            target_pidfd = self._claim_target()
+            handed = [] if target_pidfd is None else [target_pidfd]
+            if target_pidfd is not None:
+                spec.update(target_pidfd=target_pidfd, target_pid=self.pid)
+            try:
+                helper = ExecHelper(self._spawner, spec, handed)
+            except EmulatorError:
+                if not self.is_running():
+                    raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running") from None
+                self._helper_failed = True
+                return None
+            with self._lock:
+                stopping = self._stopping
+                if not stopping:
+                    self._helper = helper
+            if stopping:
+                helper.close()
+                raise EmulatorError(f"sandbox {self.sandbox_id!r} is not running")
+            return helper
+
     def _claim_target(self) -> int | None:
         """Check the sandbox runs; in namespace mode return a private copy of PID 1's pidfd."""
         with self._lock:
@@ -324,6 +435,10 @@ class Container:
             for process in execs:
                 # Namespace mode: already dead with PID 1. Directory mode: kill its group.
                 terminate_launcher(process._launcher)
+            with self._lock:
+                helper, self._helper = self._helper, None
+            if helper is not None:
+                helper.close()
             if self.isolation == "directory":
                 kill_marked_processes(self.markers)
             self._close_logs()

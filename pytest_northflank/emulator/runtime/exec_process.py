@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
 import struct
-import subprocess
 import termios
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
-from pytest_northflank.emulator.runtime.start_in_sandbox import KILL_SIGNAL, terminate_launcher
+from pytest_northflank.emulator.runtime.exec_helper import HelperChild
+from pytest_northflank.emulator.runtime.start_in_sandbox import (
+    KILL_SIGNAL,
+    Launched,
+    terminate_launcher,
+)
 from pytest_northflank.emulator.runtime.validate import check_window
 
 Stream = Literal["stdout", "stderr"]
@@ -38,7 +43,7 @@ class ExecProcess:
 
     def __init__(
         self,
-        launcher: subprocess.Popen[bytes],
+        launcher: Launched,
         *,
         stdin_fd: int,
         output_fds: dict[int, Stream],
@@ -62,6 +67,10 @@ class ExecProcess:
             os.set_blocking(fd, False)
         self._pidfd: int | None = None
         self._waiter: asyncio.Task[None] | None = None
+        if isinstance(launcher, HelperChild):
+            # The exec helper reports the exit from its reader thread.
+            launcher.on_exit(self._exit_reported)
+            return
         try:
             self._pidfd = os.pidfd_open(launcher.pid)
         except (AttributeError, OSError):
@@ -179,6 +188,10 @@ class ExecProcess:
         finally:
             self._loop.remove_writer(fd)
 
+    def _exit_reported(self, code: int) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(self._finish, code)
+
     def _check_exit(self) -> None:
         code = self._launcher.poll()
         if code is not None:
@@ -188,6 +201,8 @@ class ExecProcess:
         self._finish(await asyncio.to_thread(self._launcher.wait))
 
     def _finish(self, returncode: int) -> None:
+        if self._exited.done():
+            return
         if self._pidfd is not None:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)

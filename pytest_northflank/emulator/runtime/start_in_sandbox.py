@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pytest_northflank.emulator.runtime.errors import (
     CommandNotExecutable,
@@ -32,13 +32,13 @@ _MAX_SPEC_BYTES = 1 << 20
 Report = dict[str, Any]
 
 
-def launcher_argv(spec_fd: int, report_fd: int) -> list[str]:
+def launcher_argv(spec_fd: int, report_fd: int, script: Path = LAUNCHER) -> list[str]:
     # -I: ignore PYTHON* variables and the user site; -S: no site import (fast start-up).
     return [
         sys.executable,
         "-I",
         "-S",
-        str(LAUNCHER),
+        str(script),
         str(spec_fd),
         str(report_fd),
         str(os.getpid()),
@@ -52,12 +52,13 @@ def popen_launcher(
     stdio: tuple[int, int, int],
     pass_fds: tuple[int, ...],
     handed_over: Sequence[int],
+    script: Path = LAUNCHER,
 ) -> subprocess.Popen[bytes]:
     """Start a launcher in its own session with an empty environment, then close
     ``handed_over``: the launcher holds its own copies, or failed to start and needs none."""
     try:
         return subprocess.Popen(
-            launcher_argv(spec_fd, report_fd),
+            launcher_argv(spec_fd, report_fd, script),
             stdin=stdio[0],
             stdout=stdio[1],
             stderr=stdio[2],
@@ -168,7 +169,18 @@ def launch_error(
     return EmulatorError(f"could not start {what} in sandbox {sandbox_id!r}: {stage}: {message}")
 
 
-def terminate_launcher(popen: subprocess.Popen[bytes], timeout: float = 5.0) -> int:
+class Launched(Protocol):
+    """A launcher process, or a command the exec helper started (``HelperChild``)."""
+
+    @property
+    def pid(self) -> int: ...
+    def poll(self) -> int | None: ...
+    def send_signal(self, signum: int, /) -> None: ...
+    def kill(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+def terminate_launcher(popen: Launched, timeout: float = 5.0) -> int:
     """Kill a launcher's target (and its process group), then reap the launcher."""
     if popen.poll() is None:
         popen.send_signal(KILL_SIGNAL)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -55,6 +55,12 @@ def make_sandbox(client: NorthflankClient, command: str = "sleep infinity") -> S
         dashboard_url="",
         deleter=delete,
     )
+
+
+@pytest.fixture
+def new_sandbox(isolated_client: NorthflankClient) -> Callable[[], Sandbox]:
+    """Makes a sandbox the test deletes itself."""
+    return lambda: make_sandbox(isolated_client)
 
 
 @pytest.fixture

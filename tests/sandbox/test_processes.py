@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -186,10 +187,8 @@ def test_waits_work_without_curl_nc_or_python(sandbox: Sandbox) -> None:
             del sandbox._client.run  # type: ignore[method-assign]
 
 
-def test_teardown_stops_processes_still_running(isolated_client) -> None:  # type: ignore[no-untyped-def]
-    from conftest import make_sandbox
-
-    made = make_sandbox(isolated_client)
+def test_teardown_stops_processes_still_running(new_sandbox: Callable[[], Sandbox]) -> None:
+    made = new_sandbox()
     stubborn = made.start("trap '' TERM; echo up; sleep 1000")
     polite = made.start("echo up; sleep 1000")
     stubborn.wait_for_line("up")

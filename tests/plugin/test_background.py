@@ -12,8 +12,9 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly", *args)
 
 
+@pytest.mark.parametrize("isolation", ["auto", "directory"])
 def test_each_probe_kind_holds_the_fixture_until_the_service_answers(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, isolation: str
 ) -> None:
     pytester.makepyfile(
         test_probes="""
@@ -54,7 +55,7 @@ def test_each_probe_kind_holds_the_fixture_until_the_service_answers(
             assert nf_sandbox.exists("/tmp/ready")
         """
     )
-    result = run(pytester, "-v")
+    result = run(pytester, "-v", f"--nf-emulator-isolation={isolation}")
     result.assert_outcomes(passed=3)
 
 
@@ -80,7 +81,10 @@ def test_a_probe_that_never_passes_fails_with_the_log_tail(pytester: pytest.Pyte
     assert "booting-up" in text
 
 
-def test_teardown_stops_processes_and_the_report_shows_them(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("isolation", ["auto", "directory"])
+def test_teardown_stops_processes_and_the_report_shows_them(
+    pytester: pytest.Pytester, isolation: str
+) -> None:
     pytester.makepyfile(
         test_report="""
         def test_fails(nf_sandbox):
@@ -91,7 +95,7 @@ def test_teardown_stops_processes_and_the_report_shows_them(pytester: pytest.Pyt
             assert False, "on purpose"
         """
     )
-    result = run(pytester)
+    result = run(pytester, f"--nf-emulator-isolation={isolation}")
     result.assert_outcomes(failed=1)
     text = result.stdout.str()
     assert "background process [running] trap '' TERM; echo worker-started; sleep 1000" in text

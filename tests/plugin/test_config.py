@@ -343,7 +343,7 @@ def test_markers_are_registered_with_their_signature(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.nf_sandbox(image=None, plan=None, env=None, tags=None, command=None, "
-            "ready_timeout=None, keep=None): options of the test's nf_sandbox*",
+            "ready_timeout=None, keep=None, ready=None): options of the test's nf_sandbox*",
             "@pytest.mark.northflank: the test uses a Northflank sandbox*",
         ]
     )
@@ -374,7 +374,7 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
         (
             "@pytest.mark.nf_sandbox(imag='alpine')",
             "@pytest.mark.nf_sandbox on test_bad.py::test_one: unknown keyword 'imag'; it "
-            "accepts image, plan, env, tags, command, ready_timeout, keep",
+            "accepts image, plan, env, tags, command, ready_timeout, keep, ready",
         ),
         (
             "@pytest.mark.nf_sandbox(ready_timeout='10')",

@@ -3,19 +3,28 @@
     python bench/exec_latency.py                     # both isolation modes, 300 rounds
     python bench/exec_latency.py --rounds 100 --isolation namespace
 
-One emulator per isolation mode in this process, one sandbox in it; both clients call
-alternately (so load on the machine hits both alike) after a warm-up. Prints p50, p90 and
-p99 per client and mode, and saves the table to ``bench/results-exec.md``.
+One emulator per isolation mode and layout, one sandbox in it; both clients call alternately
+(so load on the machine hits both alike) after a warm-up. Two layouts: the emulator in this
+process (a plain ``pytest`` run) and in a process of its own (the xdist-shared emulator,
+``pytest-northflank emulator``), where client and server do not share one interpreter lock.
+Prints p50, p90 and p99 per client, mode and layout, with the load average, and saves the
+table to ``bench/results-exec.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import platform
+import secrets
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +32,7 @@ from typing import Any
 from pytest_northflank import __version__
 from pytest_northflank.client import DeploymentServiceSpec, NorthflankClient
 from pytest_northflank.emulator import EmulatorServer
+from pytest_northflank.emulator.info_file import read_info_file
 from pytest_northflank.emulator.runtime import probe_namespaces
 
 RESULTS = Path(__file__).with_name("results-exec.md")
@@ -30,11 +40,11 @@ PROJECT = "default-project"
 WARM_UP = 20
 
 
-def _sdk(server: EmulatorServer) -> Any:
+def _sdk(url: str, token: str) -> Any:
     warnings.simplefilter("ignore")
     import northflank  # the official SDK, a test dependency
 
-    return northflank.ApiClient(api_token=server.token, base_url=server.url)
+    return northflank.ApiClient(api_token=token, base_url=url)
 
 
 def _percentile(samples: list[float], share: float) -> float:
@@ -42,16 +52,42 @@ def _percentile(samples: list[float], share: float) -> float:
     return ordered[min(int(len(ordered) * share), len(ordered) - 1)]
 
 
-def measure(isolation: str, rounds: int) -> dict[str, list[float]]:
+@contextlib.contextmanager
+def emulator(isolation: str, layout: str) -> Iterator[tuple[str, str]]:
+    """(url, token) of an emulator in this process or in a subprocess."""
+    if layout == "in-process":
+        with EmulatorServer(isolation=isolation) as server:  # type: ignore[arg-type]
+            yield server.url, server.token
+        return
+    token = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory() as scratch:
+        info_path = Path(scratch) / "info.json"
+        argv = [sys.executable, "-m", "pytest_northflank.emulator", "--isolation", isolation,
+                "--info-file", str(info_path)]  # fmt: skip
+        env = {**os.environ, "NORTHFLANK_EMULATOR_TOKEN": token}
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while (info := read_info_file(info_path)) is None:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the emulator process did not start")
+                time.sleep(0.05)
+            yield info.url, token
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def measure(isolation: str, layout: str, rounds: int) -> dict[str, list[float]]:
     with (
-        EmulatorServer(isolation=isolation) as server,  # type: ignore[arg-type]
-        NorthflankClient(server.token, base_url=server.url) as ours,
+        emulator(isolation, layout) as (url, token),
+        NorthflankClient(token, base_url=url) as ours,
     ):
         service = ours.create_deployment_service(
             PROJECT, DeploymentServiceSpec(name="bench-exec", command="sleep infinity")
         )
         ours.wait_for_service_ready(PROJECT, service.id, timeout=60, poll_interval=0.05)
-        sdk = _sdk(server)
+        sdk = _sdk(url, token)
         calls = {
             "ours": lambda: ours.run(PROJECT, service.id, ["true"]),
             "official SDK": lambda: sdk.exec.run_service_command(
@@ -80,12 +116,15 @@ def main() -> None:
     if "namespace" in modes and not probe_namespaces()[0]:
         modes.remove("namespace")
     rows = []
-    for mode in modes:
-        for name, samples in measure(mode, args.rounds).items():
-            rows.append(
-                f"| {mode} | {name} | {statistics.median(samples):.1f} | "
-                f"{_percentile(samples, 0.9):.1f} | {_percentile(samples, 0.99):.1f} |"
-            )
+    for layout in ("in-process", "own process"):
+        for mode in modes:
+            load = os.getloadavg()[0]
+            for name, samples in measure(mode, layout, args.rounds).items():
+                rows.append(
+                    f"| {layout} | {mode} | {name} | {statistics.median(samples):.1f} | "
+                    f"{_percentile(samples, 0.9):.1f} | {_percentile(samples, 0.99):.1f} | "
+                    f"{load:.1f} |"
+                )
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     label = f" ({args.label})" if args.label else ""
     table = "\n".join(
@@ -94,10 +133,10 @@ def main() -> None:
             "",
             f"`python bench/exec_latency.py` on {when}: pytest-northflank {__version__}, "
             f"Python {platform.python_version()}, {sys.platform}, {args.rounds} rounds of "
-            "`run([\"true\"])` per client, calls alternating.",
+            '`run(["true"])` per client, calls alternating.',
             "",
-            "| isolation | client | p50 (ms) | p90 (ms) | p99 (ms) |",
-            "|---|---|---:|---:|---:|",
+            "| emulator | isolation | client | p50 (ms) | p90 (ms) | p99 (ms) | load avg |",
+            "|---|---|---|---:|---:|---:|---:|",
             *rows,
             "",
         ]

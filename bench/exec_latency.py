@@ -14,6 +14,7 @@ table to ``bench/results-exec.md``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import platform
@@ -33,7 +34,7 @@ from pytest_northflank import __version__
 from pytest_northflank.client import DeploymentServiceSpec, NorthflankClient
 from pytest_northflank.emulator import EmulatorServer
 from pytest_northflank.emulator.info_file import read_info_file
-from pytest_northflank.emulator.runtime import probe_namespaces
+from pytest_northflank.emulator.runtime import ContainerRuntime, probe_namespaces
 
 RESULTS = Path(__file__).with_name("results-exec.md")
 PROJECT = "default-project"
@@ -106,6 +107,33 @@ def measure(isolation: str, layout: str, rounds: int) -> dict[str, list[float]]:
         return times
 
 
+def runtime_only(isolation: str, rounds: int) -> list[float]:
+    """``Container.exec(["true"])`` to its exit, no WebSocket: the emulator's own share."""
+    runtime = ContainerRuntime(isolation)  # type: ignore[arg-type]
+    container = runtime.start("bench-runtime", ["sleep", "infinity"], {})
+
+    async def once() -> float:
+        started = time.perf_counter()
+        process = await container.exec(["true"])
+        await process.close_stdin()
+        async for _ in process.output():
+            pass
+        await process.wait()
+        process.close()
+        return (time.perf_counter() - started) * 1000
+
+    async def run_all() -> list[float]:
+        for _ in range(WARM_UP):
+            await once()
+        return [await once() for _ in range(rounds)]
+
+    try:
+        return asyncio.run(run_all())
+    finally:
+        container.stop(0)
+        runtime.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
@@ -125,6 +153,13 @@ def main() -> None:
                     f"{_percentile(samples, 0.9):.1f} | {_percentile(samples, 0.99):.1f} | "
                     f"{load:.1f} |"
                 )
+    for mode in modes:
+        load = os.getloadavg()[0]
+        samples = runtime_only(mode, args.rounds)
+        rows.append(
+            f"| runtime only (no WebSocket) | {mode} | - | {statistics.median(samples):.1f} | "
+            f"{_percentile(samples, 0.9):.1f} | {_percentile(samples, 0.99):.1f} | {load:.1f} |"
+        )
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     label = f" ({args.label})" if args.label else ""
     table = "\n".join(

@@ -14,6 +14,7 @@
     │   ├── RateLimitedError         429: the hourly quota is spent; ``reset_after`` seconds
     │   └── ServerError              5xx
     ├── TransportError               the API could not be reached, or the connection broke
+    │   └── ConnectFailed            no connection was made: the request was never sent
     ├── ExecError                    the exec WebSocket failed (error frame, no completion frame)
     │   └── CommandTimeout           a command outlived its timeout (and was stopped); ``result``
     │                                holds the output it wrote until then
@@ -47,6 +48,7 @@ __all__ = [
     "CommandTimeout",
     "ConfigError",
     "ConflictError",
+    "ConnectFailed",
     "DeploymentFailed",
     "EmulatorError",
     "ExecError",
@@ -136,6 +138,11 @@ class ServerError(ApiError):
 
 class TransportError(NorthflankError):
     """The API could not be reached, timed out, or the connection broke."""
+
+
+class ConnectFailed(TransportError):
+    """No connection to the API could be made: the request was never sent (so a create that
+    failed so made nothing)."""
 
 
 class ExecError(NorthflankError):

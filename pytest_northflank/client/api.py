@@ -216,18 +216,29 @@ class NorthflankClient(ClosesOnExit):
         envelope = self._rest.request("GET", self._service(project_id, service_id))
         return Service.model_validate(self._data(envelope))
 
+    def check_project(self, project_id: str) -> None:
+        """One cheap request that proves the API is reachable, the token accepted and the
+        project there (and its services readable): the first page of one service. Raises
+        ``ConnectFailed``, ``AuthenticationError``, ``PermissionDeniedError`` or
+        ``NotFoundError`` when not."""
+        self._rest.request("GET", f"{self._project(project_id)}/services", params={"per_page": 1})
+
     def list_services(self, project_id: str) -> list[ServiceSummary]:
         """Every service of a project (all pages)."""
         items = self._rest.paginate(f"{self._project(project_id)}/services", "services")
         return [ServiceSummary.model_validate(item) for item in items]
 
-    def delete_service(self, project_id: str, service_id: str) -> bool:
-        """Delete a service (and its volumes). False if it was already gone (404)."""
+    def delete_service(
+        self, project_id: str, service_id: str, *, within: float | None = None
+    ) -> bool:
+        """Delete a service (and its volumes). False if it was already gone (404). ``within``:
+        seconds for every attempt together (connection failures and 5xx are retried)."""
         try:
             self._rest.request(
                 "DELETE",
                 self._service(project_id, service_id),
                 params={"delete_child_objects": "true"},
+                within=within,
             )
         except NotFoundError:
             return False

@@ -36,6 +36,7 @@ from pytest_northflank.errors import (
     AuthenticationError,
     ConfigError,
     ConflictError,
+    ConnectFailed,
     NorthflankError,
     NotFoundError,
     PermissionDeniedError,
@@ -292,6 +293,7 @@ class RestTransport:
         path: str,
         params: Mapping[str, Any] | None,
         body: Any,
+        timeout: float | None = None,
     ) -> httpx.Response | tuple[httpx.HTTPError, bool]:
         """Send once. Returns the response, or ``(error, maybe_sent)`` for a transport failure."""
         with self._lock:
@@ -304,6 +306,7 @@ class RestTransport:
                 params=params,
                 content=None if body is None else json.dumps(body).encode(),
                 headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout),
             )
         except httpx.HTTPError as exc:
             maybe_sent = not isinstance(exc, _UNSENT_ERRORS)
@@ -321,9 +324,8 @@ class RestTransport:
 
     def _transport_error(self, method: str, path: str, exc: httpx.HTTPError) -> TransportError:
         detail = self.scrub(str(exc)) or type(exc).__name__
-        return TransportError(
-            f"{method} {self.base_url}{path} failed: {type(exc).__name__}: {detail}"
-        )
+        kind = ConnectFailed if isinstance(exc, _UNSENT_ERRORS) else TransportError
+        return kind(f"{method} {self.base_url}{path} failed: {type(exc).__name__}: {detail}")
 
     def _error(self, method: str, path: str, response: httpx.Response) -> ApiError:
         # Northflank documents x-ratelimit-reset; a standard Retry-After is honoured too.
@@ -377,16 +379,22 @@ class RestTransport:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         idempotent: bool = True,
+        within: float | None = None,
     ) -> dict[str, Any]:
         """Send a request and return the whole JSON envelope (``{"data": ..., ...}``).
 
         ``idempotent=False``: resend only when the server cannot have acted (no connection,
-        429), so the request never takes effect twice.
+        429), so the request never takes effect twice. ``within``: seconds for all attempts
+        together (each attempt's timeout shrinks to what is left; no retry after it).
         """
         attempts = self.max_retries + 1
+        give_up_at = None if within is None else time.monotonic() + within
         for attempt in range(attempts):
-            last = attempt == attempts - 1
-            outcome = self._attempt(method, path, params, body)
+            left = None if give_up_at is None else max(give_up_at - time.monotonic(), 0.1)
+            last = attempt == attempts - 1 or (left is not None and left <= 0.1)
+            outcome = self._attempt(
+                method, path, params, body, None if left is None else min(left, self.timeout)
+            )
             if isinstance(outcome, tuple):
                 exc, maybe_sent = outcome
                 if last or (maybe_sent and not idempotent):
@@ -406,6 +414,10 @@ class RestTransport:
                     if isinstance(error, RateLimitedError)
                     else self._backoff(attempt)
                 )
+            if give_up_at is not None and time.monotonic() + delay >= give_up_at:
+                if isinstance(outcome, tuple):
+                    raise self._transport_error(method, path, outcome[0]) from None
+                raise error
             logger.debug("retrying %s %s in %.2fs (attempt %d)", method, path, delay, attempt + 2)
             self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -71,6 +71,7 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _plan(value: str) -> str:
+    _not_too_long(value, "a plan id")
     if not _PLAN.match(value):
         raise ValueError(
             f"{value!r} is not a plan id (letters, digits and '-', for example nf-compute-20)"
@@ -85,6 +86,7 @@ def _image(value: str) -> str:
 
 
 def _tag(value: str) -> str:
+    _not_too_long(value, "a tag name")
     if not _TAG.match(value):
         raise ValueError(
             f"{value!r} is not a tag name (letters and digits in groups joined by single '-', "
@@ -93,7 +95,23 @@ def _tag(value: str) -> str:
     return value
 
 
+# Longest id, plan or tag accepted (Northflank's own are far shorter); a longer value is a
+# mistake, and would only fail later as a URL too long to send.
+MAX_ID_LENGTH = 100
+# Longest duration accepted for any setting in seconds: a year. Longer ones are mistakes, and
+# overflow date arithmetic (an expiry deadline).
+MAX_SECONDS = 365 * 24 * 3600.0
+
+
+def _not_too_long(value: str, what: str) -> None:
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"{value[:20]!r}... is not {what} ({len(value)} characters; at most {MAX_ID_LENGTH})"
+        )
+
+
 def _identifier(value: str) -> str:
+    _not_too_long(value, "an id")
     if not _ID.match(value):
         raise ValueError(f"{value!r} is not an id (letters, digits, '-' and '_', no spaces)")
     return value
@@ -121,10 +139,13 @@ def _env(value: Mapping[str, str]) -> dict[str, str]:
 def _seconds(value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{value!r} is not a finite number of seconds")
+    if value > MAX_SECONDS:
+        raise ValueError(f"{value:g} seconds is more than a year (at most {MAX_SECONDS:.0f})")
     return value
 
 
 WarmAheadMode = Literal["auto"] | int
+MAX_WARM_AHEAD = 1000
 
 
 def _warm_ahead(value: Any) -> WarmAheadMode:
@@ -139,6 +160,8 @@ def _warm_ahead(value: Any) -> WarmAheadMode:
         raise ValueError(f"expected auto or a whole number, got {type(value).__name__} {value!r}")
     if number < 0:
         raise ValueError(f"{value!r} must be at least 0 (0 turns warm-ahead off)")
+    if number > MAX_WARM_AHEAD:
+        raise ValueError(f"{value!r} is more than {MAX_WARM_AHEAD} sandboxes ahead")
     return number
 
 

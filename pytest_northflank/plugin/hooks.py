@@ -95,7 +95,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if state.run.is_controller and raw.backend_in_use == "northflank":
         from pytest_northflank.plugin.session import start_run
 
-        start_run(state, state.require_settings())
+        try:
+            start_run(state, state.require_settings())
+        except ConfigError as error:  # the API, token, project or run directory cannot work
+            raise pytest.UsageError(f"pytest-northflank: {error}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -247,11 +250,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
             finish_run(state)
     finally:
-        if state.backend_started:
-            state.backend.finish()
-    workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput["northflank"] = state.run.stats.to_json()
+        try:
+            if state.backend_started:
+                state.backend.finish()
+        finally:
+            from pytest_northflank.run.files import take_damage_notes
+
+            state.run.stats.cleanup_notes += take_damage_notes(state.run.run_dir)
+            workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+            if workeroutput is not None:
+                workeroutput["northflank"] = state.run.stats.to_json()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -260,7 +268,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     from pytest_northflank.plugin.reporting import write_summary
 
-    write_summary(terminalreporter, state)
+    try:
+        write_summary(terminalreporter, state)
+    except Exception as error:  # the summary is how a user learns of leftovers: always say it
+        terminalreporter.write_line(
+            f"pytest-northflank: the summary could not be written ({type(error).__name__}: "
+            f"{error}); run {state.run.run_id}: pytest-northflank list --run {state.run.run_id}"
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def explain_create_error(
     if "tagged as spot" in message or "spot nodes" in message:
         return _spot_text(client, error, spec)
     if isinstance(error, NotFoundError):
-        return _unknown_project_text(client, settings, project_id, error)
+        return unknown_project_text(client, settings, project_id, error)
     if isinstance(error, ApiValidationError):
         # The error text already summarises the API's details.
         return mask(
@@ -191,9 +191,10 @@ def _unknown_tag_text(
     )
 
 
-def _unknown_project_text(
+def unknown_project_text(
     client: NorthflankClient, settings: Settings, project_id: str, error: ApiError
 ) -> str:
+    """The project is not there: where its id came from, and the projects the token sees."""
     source = settings.source_of("project")
     head = f"project {project_id!r} (from {source}) was not found: {error.api_message}\n"
     try:

@@ -26,11 +26,13 @@ from pytest_northflank.config.settings import SandboxOptions, Settings
 from pytest_northflank.errors import (
     ApiError,
     ConfigError,
+    ConnectFailed,
     DeploymentFailed,
     NorthflankError,
     NotFoundError,
     ProvisioningError,
     ReadyTimeout,
+    TransportError,
 )
 from pytest_northflank.probe import Probe
 from pytest_northflank.provisioning.budget import SharedListing, SharedQuota
@@ -42,6 +44,7 @@ from pytest_northflank.provisioning.messages import (
     not_ready_text,
     refusal_recurs,
 )
+from pytest_northflank.provisioning.preflight import Breaker, is_fatal, unreachable_text
 from pytest_northflank.provisioning.readiness import ReadinessBoard
 from pytest_northflank.provisioning.shelf import Shelf
 from pytest_northflank.provisioning.warm_ahead import Demand, Handover, WarmPool, plan
@@ -54,6 +57,11 @@ from pytest_northflank.sandbox import Sandbox
 
 # A wait longer than this shows a progress line, and again every as long.
 PROGRESS_AFTER = 10.0
+# Seconds one sandbox's delete may take, retries of connection failures and 5xx included;
+# what is not deleted by then stays in the ledger for the end-of-session sweep and the reaper.
+DELETE_WITHIN = 10.0
+# Releasing many sandboxes that takes longer than this shows progress lines.
+RELEASE_PROGRESS_AFTER = 5.0
 
 
 def _refuse_to_delete_shared(sandbox: Sandbox) -> None:
@@ -112,6 +120,9 @@ class Provisioner:
         self._lock = threading.Lock()
         #: Sandboxes this provisioner made and has not released yet.
         self.alive: list[Sandbox] = []
+        #: Trips on a fatal answer (token refused, project gone, API unreachable): later
+        #: creates fail at once without a request.
+        self.breaker = Breaker()
 
     @classmethod
     def for_run(
@@ -206,6 +217,7 @@ class Provisioner:
         (see :func:`refusal_recurs`), before the error is raised.
         """
         __tracebackhide__ = True  # users need the message, not our frames
+        self.breaker.check()
         if self._create_missing_tags:
             self._ensure_tags(spec.tags)
         if self.ledger is not None:
@@ -218,15 +230,23 @@ class Provisioner:
             )
         try:
             service = self.client.create_deployment_service(self.project_id, spec)
+        except ConnectFailed as error:
+            # Never sent: no service was made, so no cleanup path needs to look for one.
+            if self.ledger is not None:
+                self.ledger.record_refused(spec.name, "never sent: no connection to the API")
+            message = unreachable_text(self.settings, error)
+            self.breaker.trip(message)
+            raise ProvisioningError(message) from None
         except ApiError as error:
             if self.ledger is not None and create_was_refused(error):
                 reason = mask(f"{error.status} {error.api_message}", secret_values(spec.env))
                 self.ledger.record_refused(spec.name, reason)
             if on_refused is not None and refusal_recurs(error):
                 on_refused()
-            raise ProvisioningError(
-                explain_create_error(self.client, self.settings, self.project_id, error, spec)
-            ) from None
+            message = explain_create_error(self.client, self.settings, self.project_id, error, spec)
+            if is_fatal(error):
+                self.breaker.trip(message)
+            raise ProvisioningError(message) from None
         finally:
             self._publish_quota()
         if self.ledger is not None:
@@ -324,7 +344,13 @@ class Provisioner:
             return False
         sandbox.stop_processes()  # bounded: a stuck process is cut off, never waited for
         try:
-            existed = self.client.delete_service(self.project_id, sandbox.id)
+            existed = self.client.delete_service(self.project_id, sandbox.id, within=DELETE_WITHIN)
+        except TransportError as error:
+            raise ProvisioningError(
+                f"could not delete sandbox {sandbox.name} (service {sandbox.id}) within "
+                f"{DELETE_WITHIN:g} s: {error}\nThe end-of-session sweep and the reaper try "
+                f"again; or delete it by hand: {sandbox.dashboard_url}"
+            ) from None
         except ApiError as error:
             self._publish_quota()
             raise ProvisioningError(
@@ -544,11 +570,20 @@ class Provisioner:
                 self.stats.made_ahead += pool.made
                 self.stats.note_warm_ahead(pool.policy.mode, pool.depth_reached)
         self.board.close()
-        for sandbox in list(self.alive):
+        leftovers = list(self.alive)
+        started = self._clock()
+        next_progress = started + RELEASE_PROGRESS_AFTER
+        for done, sandbox in enumerate(leftovers, 1):
             try:
                 self.release(sandbox)
             except NorthflankError as error:
                 errors.append(str(error))
+            now = self._clock()
+            if self.progress is not None and now >= next_progress and done < len(leftovers):
+                self.progress(
+                    f"releasing sandboxes: {done} of {len(leftovers)} after {now - started:.0f} s"
+                )
+                next_progress = now + RELEASE_PROGRESS_AFTER
         if errors:
             raise ProvisioningError("\n".join(errors))
 

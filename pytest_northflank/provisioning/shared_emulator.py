@@ -22,7 +22,7 @@ from filelock import FileLock
 
 from pytest_northflank.emulator.info_file import read_info_file
 from pytest_northflank.errors import EmulatorError
-from pytest_northflank.run.files import RunDir
+from pytest_northflank.run.files import PRIVATE_FILE, RunDir, private_file
 from pytest_northflank.run.reaper import pid_alive
 
 INFO_FILE = RunDir.EMULATOR_INFO
@@ -84,8 +84,8 @@ def find_or_start(
     images: str | None = None,
 ) -> SharedEmulator:
     """The run's emulator, started by whichever process asks first."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(run_dir / RunDir.EMULATOR_LOCK)):
+    RunDir(run_dir).create()
+    with FileLock(str(run_dir / RunDir.EMULATOR_LOCK), mode=PRIVATE_FILE):
         running = find(run_dir)
         if running is not None:
             return running
@@ -98,7 +98,7 @@ def find_or_start(
             argv += {"require": ["--require-images"], "off": ["--no-images"]}.get(images, [])
         # No token given: the emulator makes one and writes it to its 0600 info file only.
         env = {k: v for k, v in os.environ.items() if k != "NORTHFLANK_EMULATOR_TOKEN"}
-        with log_path.open("wb") as log:
+        with os.fdopen(private_file(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as log:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -118,10 +118,22 @@ def find_or_start(
 _PARKED: list[subprocess.Popen[bytes]] = []
 
 
+def _is_the_runs_emulator(pid: int, run_dir: Path) -> bool:
+    """Whether process ``pid`` is the emulator started for ``run_dir`` (its command line names
+    the run's info file), so a damaged or planted info file never gets another process killed."""
+    if any(process.pid == pid for process in _PARKED):
+        return True
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"pytest_northflank.emulator" in argv and os.fsencode(run_dir / INFO_FILE) in argv
+
+
 def stop(run_dir: Path, timeout: float = 15.0) -> None:
     """Stop the run's emulator (every sandbox goes with it); called by the controller."""
     info = _read(run_dir)
-    if info is None or not pid_alive(info.pid):
+    if info is None or not pid_alive(info.pid) or not _is_the_runs_emulator(info.pid, run_dir):
         return
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout

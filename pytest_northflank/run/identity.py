@@ -7,11 +7,10 @@ that reads ``workerinput``) and every layer below gets it explicitly.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pytest_northflank.run.files import RunDir
+from pytest_northflank.run.files import RunDir, runs_root
 from pytest_northflank.run.ledger import Ledger
 from pytest_northflank.run.ownership import new_run_id
 from pytest_northflank.run.stats import RunStats
@@ -44,8 +43,9 @@ class Run:
 
     @property
     def run_dir(self) -> Path:
-        """Files shared by the processes of this run (the ledger, locks)."""
-        return Path(tempfile.gettempdir()) / "pytest-northflank" / f"run-{self.run_id}"
+        """Files shared by the processes of this run (the ledger, locks), in this user's
+        private runs directory (see :func:`~pytest_northflank.run.files.runs_root`)."""
+        return runs_root() / f"run-{self.run_id}"
 
     @property
     def files(self) -> RunDir:

@@ -8,11 +8,17 @@ nothing to delete, so no cleanup path looks for it. Whoever cleans
 up (the fixture teardown, the xdist controller, the reaper process, ``pytest-northflank reap``)
 reads the same file, so a service whose create call was in flight when a process died is still
 found, by name. Appends are guarded by a ``filelock`` lock; each line is one JSON object.
+
+The ledger says where to look, never what to delete: a line may be damaged, cut short or
+planted, so reading skips (and counts) lines that are not well-formed records, and every
+cleanup path checks a service's name and its ownership description before deleting it (see
+:mod:`.sweep`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from filelock import FileLock
+from pytest_northflank.run.files import file_lock, note_damage, private_dir, private_file
 
 EntryState = Literal["intent", "created", "kept", "deleted", "refused"]
 
@@ -52,7 +58,9 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = FileLock(str(path) + ".lock")
+        self._lock = file_lock(path)
+        #: Lines the last :meth:`entries` skipped as not well-formed (damaged or foreign).
+        self.skipped_lines = 0
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -63,8 +71,9 @@ class Ledger:
     def _append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a+b") as stream:
+            private_dir(self.path.parent)
+            descriptor = private_file(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            with os.fdopen(descriptor, "a+b") as stream:
                 # A writer killed mid-line leaves no newline: start on a fresh line regardless.
                 if stream.tell() > 0:
                     stream.seek(-1, os.SEEK_END)
@@ -115,42 +124,26 @@ class Ledger:
         )
 
     def entries(self) -> list[LedgerEntry]:
-        """Every service of the run, in creation order, with its latest state."""
+        """Every service of the run, in creation order, with its latest state. Lines that are
+        not well-formed records are skipped and counted in :attr:`skipped_lines` (reported
+        once, see :func:`~pytest_northflank.run.files.note_damage`)."""
         with self._lock:
             try:
-                text = self.path.read_text(encoding="utf-8")
+                raw = self.path.read_bytes()
             except FileNotFoundError:
+                self.skipped_lines = 0
                 return []
         entries: dict[str, LedgerEntry] = {}
-        for line in text.splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a killed process: the lines before it still count
-            name = record.get("name")
-            if not isinstance(name, str):
+        skipped = 0
+        for line in raw.splitlines():
+            if not line.strip():
                 continue
-            op = record.get("op")
-            if op == "intent":
-                entries[name] = LedgerEntry(
-                    name=name,
-                    project_id=str(record.get("project", "")),
-                    worker_id=str(record.get("worker", "")),
-                    owner=str(record.get("owner", "")),
-                    created_at=float(record.get("at", 0.0)),
-                    shared=bool(record.get("shared", False)),
-                )
-            elif name in entries and op == "created":
-                entries[name].state = "created"
-                entries[name].service_id = str(record.get("id"))
-            elif name in entries and op in ("deleted", "kept", "refused"):
-                entries[name].state = op
-                for key in ("found", "reason"):
-                    if key in record:
-                        entries[name].extra[key] = record[key]
-            elif name in entries and op == "handover":
-                entries[name].worker_id = str(record.get("worker", ""))
-                entries[name].owner = str(record.get("owner", ""))
+            record = _record(line)
+            if record is None or not _apply(entries, record):
+                skipped += 1  # cut short by a killed writer, damaged, or not ours
+        self.skipped_lines = skipped
+        if skipped:
+            note_damage(self.path, f"{skipped} line(s) skipped as damaged or not well-formed")
         return list(entries.values())
 
     def alive(self, *, owner: str | None = None, include_shared: bool = True) -> list[LedgerEntry]:
@@ -162,3 +155,71 @@ class Ledger:
             and (owner is None or entry.owner == owner)
             and (include_shared or not entry.shared)
         ]
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    """One ledger line as a record with a string name and op, or None."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    if not isinstance(record, dict):
+        return None
+    if not isinstance(record.get("name"), str) or not isinstance(record.get("op"), str):
+        return None
+    return record
+
+
+def _text(record: dict[str, Any], key: str) -> str | None:
+    value = record.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _moment(record: dict[str, Any]) -> float:
+    value = record.get("at", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        moment = float(value)
+    except OverflowError:
+        return 0.0
+    return moment if math.isfinite(moment) else 0.0
+
+
+def _apply(entries: dict[str, LedgerEntry], record: dict[str, Any]) -> bool:
+    """Replay one record onto ``entries``; False when it is not a well-formed one."""
+    name, op = record["name"], record["op"]
+    if op == "intent":
+        project, worker, owner = (_text(record, k) for k in ("project", "worker", "owner"))
+        if project is None or worker is None or owner is None:
+            return False
+        entries[name] = LedgerEntry(
+            name=name,
+            project_id=project,
+            worker_id=worker,
+            owner=owner,
+            created_at=_moment(record),
+            shared=record.get("shared") is True,
+        )
+        return True
+    if name not in entries:
+        return False
+    entry = entries[name]
+    if op == "created":
+        service_id = _text(record, "id")
+        if not service_id:
+            return False
+        entry.state, entry.service_id = "created", service_id
+    elif op in ("deleted", "kept", "refused"):
+        entry.state = op
+        for key in ("found", "reason"):
+            if key in record:
+                entry.extra[key] = record[key]
+    elif op == "handover":
+        worker, owner = _text(record, "worker"), _text(record, "owner")
+        if worker is None or owner is None:
+            return False
+        entry.worker_id, entry.owner = worker, owner
+    else:
+        return False
+    return True

@@ -25,6 +25,7 @@ SERVICE_NAME_RE = re.compile(r"^[a-zA-Z]((-|\s)?[a-zA-Z0-9]+((-|\s)[a-zA-Z0-9]+)
 
 _RUN_ID_ALPHABET = string.ascii_lowercase + string.digits
 _DESCRIPTION_FIELD_RE = re.compile(r"(\w+)=(\S+)")
+_RUN_NAME_RE = re.compile(rf"^{NAME_PREFIX}-[a-z][a-z0-9]*-(m|w[0-9]+)-[0-9]+(-[a-z0-9-]+)?$")
 
 
 def new_run_id() -> str:
@@ -124,3 +125,21 @@ def parse_description(name: str, description: str | None) -> ServiceOwner | None
         created=_parse_time(fields.get("created")),
         deadline=_parse_time(fields.get("deadline")),
     )
+
+
+def is_name_of_run(name: str, run_id: str) -> bool:
+    """Whether ``name`` is a service name this tool gives in run ``run_id``
+    (``nft-<run>-<worker>-<n>[-<hint>]``, valid and no longer than the tool makes them)."""
+    return (
+        len(name) <= MAX_NAME_LENGTH
+        and _RUN_NAME_RE.match(name) is not None
+        and name.startswith(f"{NAME_PREFIX}-{run_id}-")
+        and SERVICE_NAME_RE.match(name) is not None
+    )
+
+
+def verified_owner(run_id: str, name: str, description: str | None) -> bool:
+    """Whether a service read back from the API (its ``name`` and ``description``) is one this
+    tool made in run ``run_id``: both marks must say so."""
+    owner = parse_description(name, description)
+    return owner is not None and owner.run_id == run_id and is_name_of_run(name, run_id)

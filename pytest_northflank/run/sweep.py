@@ -5,6 +5,11 @@ worker goes down with an error (that worker's services), the end of the session 
 run is still alive) and the reaper process when pytest died (everything of the run). They all
 read the same ledger, and a delete that finds the service gone counts as done (but not as a
 deletion: the sweep reports only the services it really deleted).
+
+The ledger only says where to look. Before any delete the sweep checks that the name is one
+this tool gives in this run, and reads the service afresh: its name and its ownership
+description must both name this run. Anything else is skipped and reported
+(``SweepResult.skipped``), never deleted, whatever the ledger says.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pytest_northflank.errors import (
     TransportError,
 )
 from pytest_northflank.run.ledger import Ledger, LedgerEntry
+from pytest_northflank.run.ownership import is_name_of_run, verified_owner
 
 log = logging.getLogger("pytest_northflank.plugin.session")
 
@@ -39,6 +45,22 @@ class SweepResult:
     deleted: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: Ledger entries not deleted because they are not verifiably this run's, with the reason.
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def verify(
+    client: NorthflankClient, run_id: str, entry: LedgerEntry, service_id: str
+) -> str | None:
+    """Why the service ``service_id`` must not be deleted as ``entry``, or None when a fresh
+    read shows it is this run's (its name is the entry's, and name and description name the
+    run). Raises ``NotFoundError`` when it is gone."""
+    service = client.get_service(entry.project_id, service_id)
+    if service.name != entry.name:
+        return f"the ledger's id {service_id} is service {service.name!r}, not {entry.name!r}"
+    if not verified_owner(run_id, service.name, service.description):
+        return f"service {service.name!r} does not carry this run's ownership description"
+    return None
 
 
 def _find_service_id(
@@ -59,6 +81,7 @@ def sweep(
     ledger: Ledger,
     entries: Iterable[LedgerEntry],
     *,
+    run_id: str,
     give_up_after: float = 120.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> SweepResult:
@@ -70,7 +93,14 @@ def sweep(
     and left in the ledger as alive, so a later sweep (or ``pytest-northflank reap``) finds it.
     """
     result = SweepResult()
-    pending = [entry for entry in entries if entry.alive]
+    pending = []
+    for entry in entries:
+        if not entry.alive:
+            continue
+        if is_name_of_run(entry.name, run_id):
+            pending.append(entry)
+        else:
+            result.skipped[entry.name] = f"{entry.name!r} is not a name this run gives"
     listing: dict[str, dict[str, str]] = {}
     deadline = time.monotonic() + give_up_after
     delay = 0.5
@@ -83,11 +113,17 @@ def sweep(
             service_id = None
             try:
                 service_id = _find_service_id(client, entry, listing)
+                refusal = None if service_id is None else verify(client, run_id, entry, service_id)
+                if refusal is not None:
+                    result.skipped[entry.name] = refusal
+                    result.failed.pop(entry.name, None)
+                    continue
                 existed = service_id is not None and (
                     client.delete_service(entry.project_id, service_id) or entry.name in delete_sent
                 )
             except NotFoundError:
-                existed = False  # the project is gone, and the service with it
+                # Gone (or its project is): a delete sent before that failed in transit did it.
+                existed = entry.name in delete_sent
             except TRANSIENT_ERRORS as exc:
                 if service_id is not None:
                     delete_sent.add(entry.name)

@@ -37,6 +37,7 @@ def _pytest(
     env["NF_TEST_SIGNALS"] = str(signals)
     if temp_dir is not None:
         env["TMPDIR"] = str(temp_dir)
+        env.pop("XDG_RUNTIME_DIR", None)
     return subprocess.Popen(
         [
             sys.executable,
@@ -109,7 +110,7 @@ def test_pytest_killed_with_sigkill_is_cleaned_up_by_the_reaper(
     process = _pytest(remote_emulator, suite, signals, temp_dir=temp)
     assert wait_for(lambda: _announced(signals, "started"))
     run_id = _run_id(remote_emulator)
-    run_dir = temp / "pytest-northflank" / f"run-{run_id}"
+    run_dir = temp / f"pytest-northflank-{os.getuid()}" / f"run-{run_id}"
     assert (run_dir / "ledger.jsonl").exists()
     os.kill(process.pid, signal.SIGKILL)
     _finish(process)

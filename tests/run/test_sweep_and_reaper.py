@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.models import DeploymentServiceSpec
 from pytest_northflank.run.ledger import Ledger
+from pytest_northflank.run.ownership import Ownership
 from pytest_northflank.run.reaper import ReaperProcess
 from pytest_northflank.run.sweep import sweep
 
@@ -31,11 +33,16 @@ def _intent(ledger: Ledger, name: str, owner: str = "m:1") -> None:
     ledger.record_intent(name=name, project_id=PROJECT, worker_id="m", owner=owner)
 
 
+def owned_spec(name: str) -> DeploymentServiceSpec:
+    """The spec of a service as this tool makes it in the run its name names."""
+    run_id = name.split("-")[1]
+    description = Ownership(run_id, "master").description(datetime.now(timezone.utc))
+    return DeploymentServiceSpec(name=name, command="sleep infinity", description=description)
+
+
 def _create(client: NorthflankClient, ledger: Ledger, name: str, owner: str = "m:1") -> None:
     _intent(ledger, name, owner)
-    service = client.create_deployment_service(
-        PROJECT, DeploymentServiceSpec(name=name, command="sleep infinity")
-    )
+    service = client.create_deployment_service(PROJECT, owned_spec(name))
     ledger.record_created(name, service.id)
 
 
@@ -47,14 +54,14 @@ def test_sweep_deletes_created_and_in_flight_services_only(
         _create(client, ledger, "nft-aaaaaa-m-1")
         # Create sent, process died before recording the id: found by name.
         _intent(ledger, "nft-aaaaaa-m-2")
-        client.create_deployment_service(PROJECT, DeploymentServiceSpec(name="nft-aaaaaa-m-2"))
+        client.create_deployment_service(PROJECT, owned_spec("nft-aaaaaa-m-2"))
         # Intent only, create never sent: nothing to delete, still marked done.
         _intent(ledger, "nft-aaaaaa-m-3")
         # Another run's service and a human's service.
-        client.create_deployment_service(PROJECT, DeploymentServiceSpec(name="nft-bbbbbb-m-1"))
+        client.create_deployment_service(PROJECT, owned_spec("nft-bbbbbb-m-1"))
         client.create_deployment_service(PROJECT, DeploymentServiceSpec(name="my-database"))
 
-        result = sweep(client, ledger, ledger.alive())
+        result = sweep(client, ledger, ledger.alive(), run_id="aaaaaa")
 
     assert sorted(result.deleted) == ["nft-aaaaaa-m-1", "nft-aaaaaa-m-2"]
     # Looked for by name and not found: done, but not a deletion.
@@ -88,7 +95,7 @@ def test_sweep_counts_only_services_that_existed_as_deleted(
             "nft-ffffff-m-2",
             "nft-ffffff-m-4",
         ]
-        result = sweep(client, ledger, alive)
+        result = sweep(client, ledger, alive, run_id="ffffff")
 
     assert result.deleted == ["nft-ffffff-m-1"]
     assert result.absent == ["nft-ffffff-m-2", "nft-ffffff-m-4"]
@@ -104,7 +111,7 @@ def test_sweep_waits_out_a_burst_of_server_errors(
     with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as client:
         _create(client, ledger, "nft-cccccc-m-1")
         emulator_clean.control.fail_next_deletes(count=8, status=503, message="overloaded")
-        result = sweep(client, ledger, ledger.alive(), sleep=lambda _: None)
+        result = sweep(client, ledger, ledger.alive(), run_id="cccccc", sleep=lambda _: None)
     assert result.deleted == ["nft-cccccc-m-1"]
     assert _service_names(emulator_clean) == set()
 
@@ -118,11 +125,11 @@ def test_sweep_reports_what_it_could_not_delete_and_keeps_it_alive(
     ) as client:
         _create(client, ledger, "nft-dddddd-m-1")
         emulator_clean.control.fail_next_deletes(count=1000, status=503, message="down")
-        result = sweep(client, ledger, ledger.alive(), give_up_after=0.0)
+        result = sweep(client, ledger, ledger.alive(), run_id="dddddd", give_up_after=0.0)
         emulator_clean.control.clear_faults()
         assert "503" in result.failed["nft-dddddd-m-1"]
         assert [entry.name for entry in ledger.alive()] == ["nft-dddddd-m-1"]
-        sweep(client, ledger, ledger.alive())
+        sweep(client, ledger, ledger.alive(), run_id="dddddd")
     assert ledger.alive() == []
 
 
@@ -130,7 +137,11 @@ def test_reaper_told_clean_touches_nothing(emulator_clean: EmulatorServer, tmp_p
     ledger = Ledger(tmp_path / "ledger.jsonl")
     with NorthflankClient(emulator_clean.token, base_url=emulator_clean.url) as client:
         reaper = ReaperProcess.start(
-            ledger_path=ledger.path, base_url=emulator_clean.url, token=emulator_clean.token
+            ledger_path=ledger.path,
+            base_url=emulator_clean.url,
+            token=emulator_clean.token,
+            run_id="eeeeee",
+            project_id=PROJECT,
         )
         _create(client, ledger, "nft-eeeeee-m-1")
         reaper.finish_clean()
@@ -147,14 +158,16 @@ from pytest_northflank.run.reaper import ReaperProcess
 
 url, token, ledger_path, run = sys.argv[1:5]
 ledger = Ledger(Path(ledger_path))
-ReaperProcess.start(ledger_path=ledger.path, base_url=url, token=token)
+ReaperProcess.start(ledger_path=ledger.path, base_url=url, token=token, run_id=run,
+                    project_id="default-project")
 with NorthflankClient(token, base_url=url) as client:
     for n in range(3):
         name = f"nft-{run}-m-{n}"
         ledger.record_intent(name=name, project_id="default-project", worker_id="m",
                              owner=f"m:{os.getpid()}")
         service = client.create_deployment_service(
-            "default-project", DeploymentServiceSpec(name=name, command="sleep infinity"))
+            "default-project", DeploymentServiceSpec(name=name, command="sleep infinity",
+                description=f"pytest-northflank run={run} worker=master"))
         ledger.record_created(name, service.id)
 print("created", flush=True)
 time.sleep(600)

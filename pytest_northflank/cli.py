@@ -3,17 +3,20 @@
     pytest-northflank list --project my-project
     pytest-northflank reap --run k3x9qa            # dry run: says what it would delete
     pytest-northflank reap --expired --yes         # deletes those past their deadline
+    pytest-northflank reap --stale --yes           # removes run directories of dead runs
     pytest-northflank emulator --port 8080         # Northflank on localhost
     pytest-northflank images load ubuntu.tar       # an image for offline sandboxes
 
 Only services this tool created are ever listed or deleted: both the ``nft-<run>-`` name and
-the ``pytest-northflank run=<run> ...`` description must say so.
+the ``pytest-northflank run=<run> ...`` description must say so, in the listing and again in a
+fresh read of the service just before its delete.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -21,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from pytest_northflank.config.options import DEFAULTS, token_from_environment
 from pytest_northflank.errors import NorthflankError
-from pytest_northflank.run.ownership import ServiceOwner, parse_description
+from pytest_northflank.run.ownership import ServiceOwner, parse_description, verified_owner
 
 if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient
@@ -32,6 +35,22 @@ DEFAULT_API_URL = DEFAULTS["api_url"]
 
 class UsageError(Exception):
     """A command-line mistake: printed as ``pytest-northflank: error: ...`` with exit code 2."""
+
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+_RUN_ID = re.compile(r"^[a-z][a-z0-9]{0,31}$")
+
+
+def _check_ids(args: argparse.Namespace) -> None:
+    """Ids go into URLs and paths: refuse anything that cannot be one, naming the option."""
+    for option, value, pattern in (
+        ("--project", getattr(args, "project", None), _ID),
+        ("--team", getattr(args, "team", None), _ID),
+        ("--run", getattr(args, "run", None), _RUN_ID),
+    ):
+        if value is not None and not pattern.match(value):
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise UsageError(f"{option}: {shown!r} is not an id ({len(value)} characters)")
 
 
 def _token() -> str:
@@ -101,9 +120,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reap(args: argparse.Namespace) -> int:
-    if not (args.run or args.expired):
-        raise UsageError("reap needs --run RUN_ID or --expired (or both)")
+def _still_ours(client: NorthflankClient, project: str, service: ServiceSummary) -> bool:
+    """A fresh read just before the delete: still this tool's, of the same run."""
+    owner = parse_description(service.name, service.description)
+    fresh = client.get_service(project, service.id)
+    return (
+        owner is not None
+        and fresh.name == service.name
+        and verified_owner(owner.run_id, fresh.name, fresh.description)
+    )
+
+
+def _reap_services(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     with _client(args) as client:
         rows = [
@@ -122,12 +150,51 @@ def cmd_reap(args: argparse.Namespace) -> int:
         failures = 0
         for service, _ in rows:
             try:
+                if not _still_ours(client, args.project, service):
+                    print(f"not deleting {service.id}: it no longer carries this tool's marks")
+                    continue
                 client.delete_service(args.project, service.id)
                 print(f"deleted {service.id}")
             except NorthflankError as exc:
                 failures += 1
                 print(f"could not delete {service.id}: {exc}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _reap_run_dirs(args: argparse.Namespace) -> None:
+    """``--run``: that run's directory; ``--stale``: those of runs with no process left."""
+    from pytest_northflank.run.leftovers import left_runs, remove
+
+    for left in left_runs():
+        if args.run is not None and left.run_id != args.run:
+            continue
+        if left.running:
+            if args.run is not None:
+                print(f"keeping {left.path}: a process of run {left.run_id} still runs")
+            continue
+        if left.alive_services and args.run is None:
+            print(
+                f"keeping {left.path}: its ledger lists {left.alive_services} service(s); "
+                f"run: pytest-northflank reap --run {left.run_id} --yes"
+            )
+            continue
+        if not args.yes:
+            print(f"dry run: would remove {left.path}")
+        elif remove(left.path):
+            print(f"removed {left.path}")
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    if not (args.run or args.expired or args.stale):
+        raise UsageError("reap needs --run RUN_ID, --expired or --stale")
+    status = 0
+    if args.run or args.expired:
+        if not args.project:
+            raise UsageError("no project: pass --project or set NORTHFLANK_PROJECT_ID")
+        status = _reap_services(args)
+    if status == 0 and (args.stale or args.run):
+        _reap_run_dirs(args)
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     api_options(reap)
     reap.add_argument("--expired", action="store_true", help="only services past their deadline")
+    reap.add_argument(
+        "--stale",
+        action="store_true",
+        help="remove local run directories of runs whose processes are all gone",
+    )
     reap.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     reap.set_defaults(handler=cmd_reap)
 
@@ -185,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(arguments)
     try:
-        if args.command in ("list", "reap") and not args.project:
+        _check_ids(args)
+        if args.command == "list" and not args.project:
             raise UsageError("no project: pass --project or set NORTHFLANK_PROJECT_ID")
         return int(args.handler(args))
     except UsageError as exc:

@@ -9,7 +9,7 @@ import shlex
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,7 +45,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # cwd is applied inside the sandbox by a tiny shell program that gets the directory and the
 # command as positional arguments, so no quoting of user text is ever needed.
 _CD_AND_EXEC = 'cd -- "$1" && shift && exec "$@"'
-_EXEC = 'exec "$@"'
 # run(on_output=...) calls it with ("stdout" or "stderr", text) for each chunk as it arrives.
 OutputCallback = Callable[[str, str], object]
 
@@ -61,14 +60,70 @@ class CommandRecord:
     error: str | None = None
 
 
-def build_argv(
+# env is applied inside the sandbox by a tiny shell program that reads it from stdin before the
+# command's own input: one NAME=value line per variable (the value in printf %b octal escapes,
+# so any text fits on one line), then an empty line. On a command line the values would show in
+# the process list of the host running the sandbox (the emulator's host is the developer's);
+# ``read`` takes stdin a byte at a time from a pipe, so the command gets the rest untouched.
+_ENV_FROM_STDIN = (
+    'while IFS= read -r nf_line && [ -n "$nf_line" ]; do '
+    "nf_value=$(printf '%bx' \"${nf_line#*=}\") && "
+    'export "${nf_line%%=*}=${nf_value%x}" || exit 126; '
+    'done; unset nf_line nf_value; exec "$@"'
+)
+# Bytes of a value written as themselves; every other byte as \0ooo.
+_PLAIN_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.,:/@+-")
+
+
+def _printf_escaped(value: str) -> str:
+    return "".join(
+        chr(byte) if byte in _PLAIN_BYTES else f"\\0{byte:03o}" for byte in value.encode("utf-8")
+    )
+
+
+@dataclass(frozen=True)
+class CommandPlan:
+    """How to run a command in a sandbox: the ``argv`` to exec, and ``stdin``, bytes to write
+    to the command's stdin before anything else (the environment, see :func:`build_command`).
+    Only for a command without a tty (a tty would echo them)."""
+
+    argv: list[str]
+    stdin: bytes = field(default=b"", repr=False)
+
+
+def build_command(
     command: str | Sequence[str | os.PathLike[str]],
     *,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
+) -> CommandPlan:
+    """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``cwd``
+    applied inside the sandbox, and the stdin preamble that applies ``env`` there. Every user
+    value stays one argv element, and no env value is ever on a command line."""
+    argv = build_argv(command, cwd=cwd)
+    if not env:
+        return CommandPlan(argv)
+    lines = []
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise ArgumentError(f"{name!r} is not an environment variable name")
+        if not isinstance(value, str):
+            raise TypeError(f"the value of {name} must be a str, got {type(value).__name__}")
+        if "\0" in value:
+            raise ArgumentError(f"the value of {name} contains a NUL character")
+        lines.append(f"{name}={_printf_escaped(value)}\n")
+    preamble = ("".join(lines) + "\n").encode("ascii")
+    return CommandPlan(["sh", "-c", _ENV_FROM_STDIN, "sh", *argv], preamble)
+
+
+def build_argv(
+    command: str | Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> list[str]:
-    """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``env``
-    and ``cwd`` applied inside the sandbox. Every user value stays one argv element."""
+    """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``cwd``
+    applied inside the sandbox. Every user value stays one argv element. (With an
+    environment, use :func:`build_command`.)"""
     if isinstance(command, (bytes, bytearray)):
         raise TypeError("the command must be a str or a list of str, not bytes")
     if isinstance(command, str):
@@ -82,22 +137,10 @@ def build_argv(
         if not argv:
             raise ArgumentError("the command is an empty list")
         check_no_nul(argv)
-    if cwd is not None:
-        argv = ["sh", "-c", _CD_AND_EXEC, "sh", os.fspath(cwd), *argv]
     if cwd is not None and "\0" in os.fspath(cwd):
         raise ArgumentError("cwd contains a NUL character")
-    if env:
-        for name, value in env.items():
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                raise ArgumentError(f"{name!r} is not an environment variable name")
-            if not isinstance(value, str):
-                raise TypeError(f"the value of {name} must be a str, got {type(value).__name__}")
-            if "\0" in value:
-                raise ArgumentError(f"the value of {name} contains a NUL character")
-        if "=" in argv[0]:
-            # env would read "A=B" as another assignment, not as the program.
-            argv = ["sh", "-c", _EXEC, "sh", *argv]
-        argv = ["env", *(f"{name}={value}" for name, value in env.items()), *argv]
+    if cwd is not None:
+        argv = ["sh", "-c", _CD_AND_EXEC, "sh", os.fspath(cwd), *argv]
     return argv
 
 
@@ -201,13 +244,16 @@ class Sandbox:
             sandbox.run(["python3", "-m", "pytest", "-q"], cwd="/work/project")
         """
         __tracebackhide__ = True  # its arguments (env) may hold secrets; pytest would print them
-        argv = build_argv(command, env=env, cwd=cwd)  # checks the command first
+        plan = build_command(command, env=env, cwd=cwd)  # checks the command first
         if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview)):
             raise ArgumentError(
                 f"input must be str or bytes, got {type(input).__name__} (it is fed to stdin)"
             )
         display = command if isinstance(command, str) else shlex.join(os.fspath(c) for c in command)
         data = input.encode("utf-8") if isinstance(input, str) else input
+        if plan.stdin:
+            data = plan.stdin + bytes(data or b"")
+        argv = plan.argv
         test = self._note_test()
         started = time.monotonic()
         try:
@@ -284,13 +330,15 @@ class Sandbox:
             server.wait_for_line("Serving HTTP")
         """
         __tracebackhide__ = True  # its arguments (env) may hold secrets; pytest would print them
-        argv = build_argv(command, env=env, cwd=cwd)
+        plan = build_command(command, env=env, cwd=cwd)
         display = command if isinstance(command, str) else shlex.join(os.fspath(c) for c in command)
-        wrapped, token = wrap_argv(argv)
+        wrapped, token = wrap_argv(plan.argv)
         test = self._note_test()
         masked = secret_values(self.options.env, env)
         try:
             session = self._client.open_session(self.project_id, self.id, wrapped)
+            if plan.stdin:
+                session.write(plan.stdin)  # the environment, read before the command starts
         except Exception as error:
             self.history.append(CommandRecord(display, None, 0.0, test, mask(str(error), masked)))
             raise

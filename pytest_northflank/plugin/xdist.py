@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 WORKER_INPUT_RUN_ID = "nf_run_id"
 WORKER_INPUT_INSTANCE = "nf_worker_instance"
+# The run's random secret (hex), sent to workers over xdist's channel, never written down.
+WORKER_INPUT_SECRET = "nf_run_secret"
 # The controller's --dist mode (workers see "no"): tells warm-ahead which tests a worker gets.
 WORKER_INPUT_DIST = "nf_dist"
 # xdist distribution modes where every worker runs every collected test.
@@ -49,7 +51,9 @@ def run_of(config: pytest.Config) -> Run:
     if workerinput is None:
         return Run()
     run_id, instance = worker_settings(workerinput)
+    secret = workerinput.get(WORKER_INPUT_SECRET)
     return Run(
+        secret=bytes.fromhex(secret) if isinstance(secret, str) else secrets.token_bytes(32),
         worker_id=str(workerinput.get("workerid", "gw?")),
         is_controller=False,
         instance=instance,
@@ -77,6 +81,7 @@ class XdistController:
         # cleaning up after the crashed one never touches the replacement's sandboxes.
         node.workerinput[WORKER_INPUT_INSTANCE] = f"{node.gateway.id}-{secrets.token_hex(4)}"
         node.workerinput[WORKER_INPUT_DIST] = str(self.config.getoption("dist", "load"))
+        node.workerinput[WORKER_INPUT_SECRET] = get_state(self.config).run.secret.hex()
 
     def pytest_testnodedown(self, node: Any, error: object | None) -> None:
         state = get_state(self.config)

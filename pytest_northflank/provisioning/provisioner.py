@@ -167,6 +167,7 @@ class Provisioner:
                 depth=depth_policy(settings.warm_ahead),
                 owner=run.ledger_owner,
                 allowed=lambda: not provisioner.quota_is_low(),
+                key=run.secret,
             )
         return provisioner
 

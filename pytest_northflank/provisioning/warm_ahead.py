@@ -31,7 +31,9 @@ answer. A transient failure (5xx, transport, 429) stops nothing.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import secrets
 import threading
 import time
 from collections import Counter
@@ -101,9 +103,18 @@ class Demand:
     marker_kwargs: Mapping[str, Any] | None
 
 
-def spec_key(options: SandboxOptions) -> str:
+# The key of spec keys when the caller gives none: random, made once per process.
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
+def spec_key(options: SandboxOptions, key: bytes = _PROCESS_KEY) -> str:
     """What makes two sandboxes interchangeable, as a short string: everything the service is
-    created from (the ready timeout and the keep mode only matter to the test holding it)."""
+    created from (the ready timeout and the keep mode only matter to the test holding it).
+
+    An HMAC under ``key``, a random secret of the run kept in memory (xdist workers get it
+    through ``workerinput``): the shelf file holds these strings, and a plain hash of a spec
+    whose env holds a weak password would let anyone who reads the file guess the password.
+    """
     made_of = [
         options.image,
         options.plan,
@@ -111,7 +122,7 @@ def spec_key(options: SandboxOptions) -> str:
         list(options.tags),
         options.command,
     ]
-    return hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:16]
+    return hmac.new(key, json.dumps(made_of).encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def plan(demand: Sequence[Demand], settings: Settings) -> list[SandboxOptions]:
@@ -175,8 +186,10 @@ class WarmPool:
         concurrency: int = MAX_CONCURRENT_CREATES,
         allowed: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
+        key: bytes = _PROCESS_KEY,
     ) -> None:
         self.provisioner = provisioner
+        self._key = key
         self.shelf = shelf
         self.policy = FixedDepth(depth) if isinstance(depth, int) else depth
         self.owner = owner
@@ -184,8 +197,8 @@ class WarmPool:
         # Asked before making more (False: the run's request quota is running low).
         self._allowed = allowed
         self._clock = clock
-        self._demand = [spec_key(options) for options in expected]
-        self._options = {spec_key(options): options for options in expected}
+        self._demand = [spec_key(options, key) for options in expected]
+        self._options = {spec_key(options, key): options for options in expected}
         self._making: dict[str, _Making] = {}
         # Specs the API refuses (a create of one, ahead or a test's own, met an error that
         # would recur): none is made ahead any more; their tests make their own, and see why.
@@ -207,7 +220,7 @@ class WarmPool:
         """A sandbox made ahead with these options' spec, or None (then the caller makes its
         own, and calls :meth:`refill` once its create request is sent, so that request goes
         first). Starts the next ones when it hands one over."""
-        key = spec_key(options)
+        key = spec_key(options, self._key)
         self.policy.note_asked()
         with self._lock:
             if self._closed:
@@ -237,7 +250,7 @@ class WarmPool:
     def note_refused(self, options: SandboxOptions) -> None:
         """A create of a sandbox with these options was refused for good (a bad plan, a
         missing permission or project, an invalid spec): make no more of its spec ahead."""
-        key = spec_key(options)
+        key = spec_key(options, self._key)
         with self._lock:
             if key in self._broken:
                 return

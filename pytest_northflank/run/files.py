@@ -198,6 +198,9 @@ class RunDir:
     SHARED_SANDBOX = "shared-sandbox.json"
     RATE_LIMIT = "rate-limit.json"
     LISTING = "listing.json"
+    #: The pid of the process that made the run directory (the controller, mostly).
+    RUN_PID = "run.pid"
+    REAPER_PID = "reaper.pid"
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -209,9 +212,22 @@ class RunDir:
         return self.path.exists()
 
     def create(self) -> Path:
-        """Make the run directory (``0700``, in this user's private runs root)."""
+        """Make the run directory (``0700``, in this user's private runs root); the first
+        process to make it writes its pid there (see :mod:`.leftovers`)."""
         private_dir(self.path.parent)
-        return private_dir(self.path)
+        private_dir(self.path)
+        self.write_pid(self.RUN_PID, os.getpid(), replace=False)
+        return self.path
+
+    def write_pid(self, name: str, pid: int, *, replace: bool = True) -> None:
+        """Write a pid file (``0600``); with ``replace`` False an existing one stays."""
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+        try:
+            descriptor = private_file(self.path / name, flags)
+        except FileExistsError:
+            return
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+            stream.write(f"{pid}\n")
 
     @property
     def ledger(self) -> Path:

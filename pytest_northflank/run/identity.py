@@ -7,6 +7,7 @@ that reads ``workerinput``) and every layer below gets it explicitly.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class Run:
     processes_sharing_tests: int = 1
     #: Given by the xdist controller, or made on first use (most runs never need one).
     given_run_id: str | None = None
+    #: A random secret of the run, kept in memory only (xdist workers get the controller's):
+    #: keys what the run writes that is derived from secrets (warm-ahead's spec keys).
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     stats: RunStats = field(default_factory=RunStats)
     _ledger: Ledger | None = field(default=None, repr=False)
 

@@ -131,6 +131,8 @@ class ReaperProcess:
                 # Its own session: Ctrl-C and a terminal hang-up reach pytest, not the reaper.
                 start_new_session=True,
             )
+        if run_dir is not None:
+            RunDir(run_dir).write_pid(RunDir.REAPER_PID, process.pid)
         return cls(process)
 
     @property

@@ -1,9 +1,11 @@
-"""How Sandbox.run turns (command, env, cwd) into one argv, checked by running it with the real
-``sh`` and ``env`` of this machine, and what a failed ``check()`` says."""
+"""How Sandbox.run turns (command, env, cwd) into one argv and a stdin preamble for env, checked
+by running it with the real ``sh``, ``bash``, ``dash`` and ``busybox sh`` of this machine, and
+what a failed ``check()`` says."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_northflank import CommandFailed, CommandResult
-from pytest_northflank.sandbox import build_argv
+from pytest_northflank.sandbox import CommandPlan, build_command
 
 # Prints its argv, cwd and one environment variable as JSON: what the command really received.
 PROBE = (
@@ -38,11 +40,15 @@ NASTY = [
 ]
 
 
-def probe(argv: list[str]) -> dict[str, object]:
+def run_plan(plan: CommandPlan, stdin: bytes = b"", **kwargs: object) -> bytes:
     done = subprocess.run(
-        argv, capture_output=True, check=True, timeout=30, env={"PATH": "/usr/bin:/bin"}
+        plan.argv, input=plan.stdin + stdin, capture_output=True, check=True, timeout=30, **kwargs
     )
-    result: dict[str, object] = json.loads(done.stdout)
+    return done.stdout
+
+
+def probe(plan: CommandPlan) -> dict[str, object]:
+    result: dict[str, object] = json.loads(run_plan(plan, env={"PATH": "/usr/bin:/bin"}))
     return result
 
 
@@ -50,8 +56,8 @@ def probe(argv: list[str]) -> dict[str, object]:
 def test_list_arguments_env_values_and_cwd_arrive_unchanged(text: str, tmp_path: Path) -> None:
     workdir = tmp_path / f"dir {text.replace('/', '_').replace(chr(0), '')[:20]}"
     workdir.mkdir()
-    argv = build_argv([sys.executable, "-c", PROBE, text, "x"], env={"V": text}, cwd=workdir)
-    seen = probe(argv)
+    plan = build_command([sys.executable, "-c", PROBE, text, "x"], env={"V": text}, cwd=workdir)
+    seen = probe(plan)
     assert seen == {"argv": [text, "x"], "cwd": str(workdir), "env": text}
 
 
@@ -63,33 +69,60 @@ def test_list_arguments_env_values_and_cwd_arrive_unchanged(text: str, tmp_path:
     value=st.text(st.characters(exclude_characters="\0", codec="utf-8"), max_size=12),
 )
 def test_any_text_survives_the_wrapping(args: list[str], value: str) -> None:
-    argv = build_argv([sys.executable, "-c", PROBE, *args], env={"V": value}, cwd="/")
-    assert probe(argv) == {"argv": args, "cwd": "/", "env": value}
+    plan = build_command([sys.executable, "-c", PROBE, *args], env={"V": value}, cwd="/")
+    assert probe(plan) == {"argv": args, "cwd": "/", "env": value}
 
 
 def test_a_string_runs_through_sh() -> None:
-    argv = build_argv("echo $((1 + 2)) | tr 3 Z")
-    assert argv == ["sh", "-c", "echo $((1 + 2)) | tr 3 Z"]
-    assert subprocess.run(argv, capture_output=True, check=True).stdout == b"Z\n"
+    plan = build_command("echo $((1 + 2)) | tr 3 Z")
+    assert plan == CommandPlan(["sh", "-c", "echo $((1 + 2)) | tr 3 Z"])
+    assert run_plan(plan) == b"Z\n"
 
 
 def test_a_string_with_env_and_cwd(tmp_path: Path) -> None:
-    argv = build_argv('echo "$V" && pwd', env={"V": 'it\'s a "test"'}, cwd=tmp_path)
-    out = subprocess.run(argv, capture_output=True, check=True).stdout.decode()
-    assert out == f'it\'s a "test"\n{tmp_path}\n'
+    plan = build_command('echo "$V" && pwd', env={"V": 'it\'s a "test"'}, cwd=tmp_path)
+    assert run_plan(plan).decode() == f'it\'s a "test"\n{tmp_path}\n'
 
 
 def test_a_program_whose_name_contains_equals_is_still_run(tmp_path: Path) -> None:
     program = tmp_path / "a=b"
     program.write_text("#!/bin/sh\necho ran with $V\n")
     program.chmod(0o755)
-    argv = build_argv([str(program)], env={"V": "1"})
-    assert subprocess.run(argv, capture_output=True, check=True).stdout == b"ran with 1\n"
+    plan = build_command([str(program)], env={"V": "1"})
+    assert run_plan(plan) == b"ran with 1\n"
+
+
+SHELLS = [
+    pytest.param(["sh"], id="sh"),
+    pytest.param(["bash"], id="bash"),
+    pytest.param(["dash"], id="dash"),
+    pytest.param(["busybox", "sh"], id="busybox"),
+]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_env_values_never_reach_the_command_line_and_stdin_follows_untouched(
+    shell: list[str],
+) -> None:
+    if shutil.which(shell[0]) is None:
+        pytest.skip(f"{shell[0]} is not installed here")
+    secret = "s3cr3t pass\nword \\0101 %s ✓"
+    plan = build_command(
+        ["sh", "-c", 'printf "%s|" "$V"; cat /proc/$$/cmdline | tr "\\0" " "; echo; cat'],
+        env={"V": secret, "EMPTY": ""},
+    )
+    assert not any("s3cr3t" in part for part in plan.argv)
+    out = run_plan(CommandPlan([*shell, *plan.argv[1:]], plan.stdin), b"the input\nrest")
+    value, _, rest = out.decode().partition("|")
+    assert value == secret
+    cmdline, _, stdin_seen = rest.partition("\n")
+    assert "s3cr3t" not in cmdline
+    assert stdin_seen == "the input\nrest"
 
 
 def test_a_missing_directory_fails_the_command(tmp_path: Path) -> None:
-    argv = build_argv(["true"], cwd=tmp_path / "missing")
-    done = subprocess.run(argv, capture_output=True)
+    plan = build_command(["true"], cwd=tmp_path / "missing")
+    done = subprocess.run(plan.argv, capture_output=True)
     assert done.returncode != 0
     assert b"missing" in done.stderr
 
@@ -108,7 +141,7 @@ def test_bad_commands_are_refused_before_anything_runs(
     kwargs: dict[str, object], error: type[Exception], text: str
 ) -> None:
     with pytest.raises(error, match=text):
-        build_argv(**kwargs)  # type: ignore[arg-type]
+        build_command(**kwargs)  # type: ignore[arg-type]
 
 
 def result(exit_code: int, stdout: bytes = b"", stderr: bytes = b"") -> CommandResult:

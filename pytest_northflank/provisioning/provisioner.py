@@ -51,7 +51,7 @@ from pytest_northflank.provisioning.warm_ahead import Demand, Handover, WarmPool
 from pytest_northflank.redaction import mask, secret_values
 from pytest_northflank.run.identity import Run
 from pytest_northflank.run.ledger import Ledger
-from pytest_northflank.run.ownership import Ownership
+from pytest_northflank.run.ownership import Ownership, delete_refusal, is_name_of_run
 from pytest_northflank.run.stats import KeptSandbox, RunStats
 from pytest_northflank.sandbox import Sandbox
 
@@ -163,7 +163,10 @@ class Provisioner:
             provisioner.pool = WarmPool(
                 provisioner,
                 plan(demand, settings),
-                Shelf(run.files.warm_ahead(None if workers > 1 else run.worker_id)),
+                Shelf(
+                    run.files.warm_ahead(None if workers > 1 else run.worker_id),
+                    accept_name=lambda name: is_name_of_run(name, run.run_id),
+                ),
                 depth=depth_policy(settings.warm_ahead),
                 owner=run.ledger_owner,
                 allowed=lambda: not provisioner.quota_is_low(),
@@ -527,8 +530,20 @@ class Provisioner:
         return sandbox
 
     def discard(self, service_id: str, name: str, options: SandboxOptions) -> None:
-        """Delete a sandbox made ahead that no test took."""
+        """Delete a sandbox made ahead that no test took, once a fresh read shows it is this
+        run's (the shelf file it came from is only a file)."""
         __tracebackhide__ = True  # users need the message, not our frames
+        try:
+            service = self.client.get_service(self.project_id, service_id)
+        except NotFoundError:
+            if self.ledger is not None:
+                self.ledger.record_deleted(name, found=False)
+            return
+        refusal = delete_refusal(self.owner.run_id, name, service.name, service.description)
+        if refusal is not None:
+            with self._lock:
+                self.stats.cleanup_notes.append(f"not deleting shelved {service_id}: {refusal}")
+            return
         self.delete(self._handle(service_id, name, options))
         with self._lock:
             self.stats.made_ahead_unused += 1

@@ -10,8 +10,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_northflank.run.files import JsonFile
+from pytest_northflank.run.files import JsonFile, note_damage
 from pytest_northflank.run.reaper import pid_alive
+
+_ITEM_TYPES: dict[str, type | tuple[type, ...]] = {
+    "key": str,
+    "name": str,
+    "service_id": str,
+    "owner": str,
+    "made_at": (int, float),
+    "ready": bool,
+}
+_MAKING_TYPES: dict[str, type | tuple[type, ...]] = {"key": str, "name": str, "owner": str}
+
+
+def _well_formed(entry: object, types: dict[str, type | tuple[type, ...]]) -> bool:
+    return (
+        isinstance(entry, dict)
+        and set(entry) == set(types)
+        and all(isinstance(entry[k], t) for k, t in types.items())
+        and (types is not _ITEM_TYPES or not isinstance(entry["made_at"], bool))
+    )
 
 
 @dataclass(frozen=True)
@@ -45,19 +64,51 @@ class Shelf:
     the processes using the shelf; ``refused``: spec keys the API refuses, made ahead by none.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, accept_name: Callable[[str], bool] = lambda _: True) -> None:
         self.path = path
         self._file = JsonFile(path)
+        #: Which service names may be on the shelf (this run's): others are dropped on read.
+        self._accept_name = accept_name
 
     @contextmanager
     def _edit(self) -> Iterator[dict[str, Any]]:
         with self._file.edit() as data:
-            data.setdefault("asked", {})
-            data.setdefault("making", [])
-            data.setdefault("shelf", [])
-            data.setdefault("open", [])
-            data.setdefault("refused", [])
+            self._clean(data)
             yield data
+
+    def _clean(self, data: dict[str, Any]) -> None:
+        """Keep only well-formed parts of the file (it may be damaged, or written to by
+        someone else); what was dropped is reported once."""
+        dropped = 0
+        asked = data.get("asked")
+        if not isinstance(asked, dict):
+            dropped += asked is not None
+            asked = {}
+        clean_asked = {
+            k: v
+            for k, v in asked.items()
+            if isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        }
+        dropped += len(asked) - len(clean_asked)
+        data["asked"] = clean_asked
+        for field_name, types in (("making", _MAKING_TYPES), ("shelf", _ITEM_TYPES)):
+            entries = data.get(field_name)
+            if not isinstance(entries, list):
+                dropped += entries is not None
+                entries = []
+            kept = [e for e in entries if _well_formed(e, types) and self._accept_name(e["name"])]
+            dropped += len(entries) - len(kept)
+            data[field_name] = kept
+        for field_name in ("open", "refused"):
+            values = data.get(field_name)
+            if not isinstance(values, list):
+                dropped += values is not None
+                values = []
+            kept_values = [v for v in values if isinstance(v, str)]
+            dropped += len(values) - len(kept_values)
+            data[field_name] = kept_values
+        if dropped:
+            note_damage(self.path, f"{dropped} malformed or foreign part(s) dropped")
 
     def claim(self, key: str, *, owner: str, count: bool = True) -> Claim:
         """A planned test asks for a sandbox of spec ``key``: count it (unless this is a retry),

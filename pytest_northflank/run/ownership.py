@@ -143,3 +143,13 @@ def verified_owner(run_id: str, name: str, description: str | None) -> bool:
     tool made in run ``run_id``: both marks must say so."""
     owner = parse_description(name, description)
     return owner is not None and owner.run_id == run_id and is_name_of_run(name, run_id)
+
+
+def delete_refusal(run_id: str, expected: str, name: str, description: str | None) -> str | None:
+    """Why a service read back as ``name``/``description`` must not be deleted as this run's
+    ``expected`` service, or None when both marks say it is."""
+    if name != expected:
+        return f"it is service {name!r}, not {expected!r}"
+    if not verified_owner(run_id, name, description):
+        return f"service {name!r} does not carry run {run_id}'s ownership description"
+    return None

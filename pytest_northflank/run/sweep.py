@@ -28,7 +28,7 @@ from pytest_northflank.errors import (
     TransportError,
 )
 from pytest_northflank.run.ledger import Ledger, LedgerEntry
-from pytest_northflank.run.ownership import is_name_of_run, verified_owner
+from pytest_northflank.run.ownership import delete_refusal, is_name_of_run
 
 log = logging.getLogger("pytest_northflank.plugin.session")
 
@@ -56,11 +56,8 @@ def verify(
     read shows it is this run's (its name is the entry's, and name and description name the
     run). Raises ``NotFoundError`` when it is gone."""
     service = client.get_service(entry.project_id, service_id)
-    if service.name != entry.name:
-        return f"the ledger's id {service_id} is service {service.name!r}, not {entry.name!r}"
-    if not verified_owner(run_id, service.name, service.description):
-        return f"service {service.name!r} does not carry this run's ownership description"
-    return None
+    refusal = delete_refusal(run_id, entry.name, service.name, service.description)
+    return None if refusal is None else f"the ledger's id {service_id}: {refusal}"
 
 
 def _find_service_id(

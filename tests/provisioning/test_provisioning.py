@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from pytest_northflank.client import NorthflankClient
@@ -97,6 +98,8 @@ def test_leftovers_are_released_at_the_end(client: NorthflankClient) -> None:
     assert client.list_services("default-project") == []
 
 
+# No deadline: the first example also builds a client, slow on a machine shared by many.
+@hypothesis_settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hint=st.text(max_size=400))
 def test_every_test_id_gives_a_spec_the_api_accepts(hint: str) -> None:
     settings = resolve(cli={}, ini={}, environ={})

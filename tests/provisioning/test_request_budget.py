@@ -322,7 +322,8 @@ def test_a_low_quota_stops_making_ahead(client: NorthflankClient, tmp_path: Path
 def test_a_failed_create_ahead_leaves_the_test_to_make_its_own(
     emulator_clean: EmulatorServer, client: NorthflankClient, tmp_path: Path
 ) -> None:
-    emulator_clean.control.fail_next_creates(1, status=403, message="not allowed")
+    # A refusal that is not fatal to the run (a 403, 401 or 404 would trip the breaker).
+    emulator_clean.control.fail_next_creates(1, status=422, message="not this time")
     maker = provisioner(client)
     plain = options_like(maker)
     pool = WarmPool(maker, [plain] * 3, Shelf(tmp_path / "warm-ahead.json"), depth=1, owner="w:1")

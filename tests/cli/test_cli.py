@@ -82,7 +82,7 @@ def test_reap_needs_a_selection_and_list_needs_a_project(
     with pytest.raises(SystemExit) as exited:
         main(["reap"])
     assert exited.value.code == 2
-    assert "reap needs --run RUN_ID or --expired" in capsys.readouterr().err
+    assert "reap needs --run RUN_ID, --expired or --stale" in capsys.readouterr().err
     monkeypatch.delenv("NORTHFLANK_PROJECT_ID")
     with pytest.raises(SystemExit):
         main(["list"])

@@ -118,7 +118,7 @@ def _sweep_leftovers(state: PluginState) -> bool:
     stats.deleted += len(shared.intersection(result.deleted))
     result.deleted = [name for name in result.deleted if name not in shared]
     stats.cleanup_notes += _notes(result, "end of session", run.run_id)
-    return whole and not result.failed
+    return whole and not result.failed and not result.unrecorded
 
 
 def finish_run(state: PluginState) -> None:

@@ -1,7 +1,8 @@
 """From sandbox options to a ready service and back: create, wait for readiness, delete.
 
-(About 540 lines: one class whose steps share its lock, ledger and stats; the texts that explain
-failures live in :mod:`.messages` and the clients in :mod:`.backend`.)
+(Near 600 lines: one class whose steps share its lock, ledger and stats; the texts that explain
+failures live in :mod:`.messages`, the clients in :mod:`.backend`, the breaker in
+:mod:`.preflight`.)
 
 The three steps are separate methods of :class:`Provisioner` (``create``, ``wait_ready``,
 ``delete``) so that cleanup and warm-ahead provisioning can drive them on their own. API errors
@@ -11,6 +12,7 @@ messages that say what to do.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -47,6 +49,7 @@ from pytest_northflank.provisioning.messages import (
 from pytest_northflank.provisioning.preflight import Breaker, is_fatal, unreachable_text
 from pytest_northflank.provisioning.readiness import ReadinessBoard
 from pytest_northflank.provisioning.shelf import Shelf
+from pytest_northflank.provisioning.tags import MissingTags
 from pytest_northflank.provisioning.warm_ahead import Demand, Handover, WarmPool, plan
 from pytest_northflank.redaction import mask, secret_values
 from pytest_northflank.run.identity import Run
@@ -105,8 +108,7 @@ class Provisioner:
         self._register = register
         # On the embedded emulator, tags named in the settings are made on first use, so a
         # suite configured for a real cluster (nf_tags = spot-workload) also runs offline.
-        self._create_missing_tags = create_missing_tags
-        self._known_tags: set[str] = set()
+        self._tags = MissingTags(client) if create_missing_tags else None
         #: The run's shared rate-limit figures: read before optional requests, fed after each.
         self.quota = quota
         #: Readiness of every sandbox this process waits for, polled for all of them at once.
@@ -222,16 +224,22 @@ class Provisioner:
         """
         __tracebackhide__ = True  # users need the message, not our frames
         self.breaker.check()
-        if self._create_missing_tags:
-            self._ensure_tags(spec.tags)
+        if self._tags is not None:
+            self._tags.ensure(spec.tags)
         if self.ledger is not None:
-            self.ledger.record_intent(
-                name=spec.name,
-                project_id=self.project_id,
-                worker_id=self.owner.worker_id,
-                owner=self.ledger_owner,
-                shared=shared,
-            )
+            try:
+                self.ledger.record_intent(
+                    name=spec.name,
+                    project_id=self.project_id,
+                    worker_id=self.owner.worker_id,
+                    owner=self.ledger_owner,
+                    shared=shared,
+                )
+            except OSError as error:  # nothing is created that the ledger does not list
+                raise ProvisioningError(
+                    f"cannot write the run ledger {self.ledger.path} ({error.strerror}); "
+                    f"sandbox {spec.name} was not created"
+                ) from None
         try:
             service = self.client.create_deployment_service(self.project_id, spec)
         except ConnectFailed as error:
@@ -372,18 +380,10 @@ class Provisioner:
                 self.alive.remove(sandbox)
             self.stats.deleted += 1
         if self.ledger is not None:
-            self.ledger.record_deleted(sandbox.name, found=existed)
+            # Best effort: a ledger that still lists it costs the end-of-run sweep one read.
+            with contextlib.suppress(OSError):
+                self.ledger.record_deleted(sandbox.name, found=existed)
         return existed
-
-    def _ensure_tags(self, names: list[str]) -> None:
-        with self._lock:
-            missing = set(names) - self._known_tags
-            if not missing:
-                return
-            self._known_tags.update(tag.name for tag in self.client.list_tags())
-            for name in sorted(missing - self._known_tags):
-                self.client.create_tag(name)
-                self._known_tags.add(name)
 
     # ---------------------------------------------------------------------- whole steps
 

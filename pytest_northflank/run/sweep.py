@@ -47,6 +47,8 @@ class SweepResult:
     failed: dict[str, str] = field(default_factory=dict)
     #: Ledger entries not deleted because they are not verifiably this run's, with the reason.
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Done, but the ledger could not be written to say so (why).
+    unrecorded: dict[str, str] = field(default_factory=dict)
 
 
 def verify(
@@ -131,7 +133,10 @@ def sweep(
             except NorthflankError as exc:
                 result.failed[entry.name] = str(exc)
                 continue
-            ledger.record_deleted(entry.name, found=existed)
+            try:
+                ledger.record_deleted(entry.name, found=existed)
+            except OSError as error:  # a full disk or a removed run directory: go on deleting
+                result.unrecorded[entry.name] = str(error)
             result.failed.pop(entry.name, None)
             (result.deleted if existed else result.absent).append(entry.name)
         pending = retry

@@ -200,5 +200,6 @@ def test_absurd_option_values_get_the_usual_option_error(
     text = output(result)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert message in " ".join(text.split())
-    assert "Traceback" not in text and "OverflowError" not in text and "InvalidURL" not in text
+    for raw in ("Traceback", "OverflowError", "InvalidURL"):
+        assert raw not in text
     assert requests_seen(remote) == 0

@@ -97,13 +97,13 @@ def _sweep_leftovers(state: PluginState) -> bool:
     deletion done, and a ledger that was there and whole)."""
     run = state.run
     ledger = run.ledger
-    if not run.run_dir.exists():
-        # Removed under our feet: the ledger with it. The reaper finds the run's services
-        # by listing the project.
+    if not run.run_dir.is_dir() or (not ledger.path.is_file() and run.stats.created):
+        # Removed or replaced under our feet: the ledger with it. The reaper finds the run's
+        # services by listing the project.
         if state.reaper is not None:
             run.stats.cleanup_notes.append(
-                f"the run directory {run.run_dir} was removed during the run; the reaper "
-                "looks for this run's services by listing the project"
+                f"the run directory {run.run_dir} was removed or replaced during the run; the "
+                "reaper looks for this run's services by listing the project"
             )
             return False
         return True

@@ -15,6 +15,7 @@ poll, so workers waiting at the same time spend one request, not one each.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -83,16 +84,22 @@ class SharedQuota:
         figures = QuotaFigures.of(status)
         if figures is None:
             return
-        with self._file.lock:
+        # Best effort: the figures only pace optional requests (a full disk must not fail a
+        # test's teardown).
+        with contextlib.suppress(OSError), self._file.lock:
             current = self._read()
             if current is not None and current.observed_at > figures.observed_at:
                 return
             self._file.replace(asdict(figures))
 
     def figures(self) -> QuotaFigures | None:
-        """The newest figures of the run, or None while nobody has seen any."""
-        with self._file.lock:
-            return self._read()
+        """The newest figures of the run, or None while nobody has seen any (or the run's
+        files cannot be used any more: then nothing is paced)."""
+        try:
+            with self._file.lock:
+                return self._read()
+        except OSError:
+            return None
 
     def _read(self) -> QuotaFigures | None:
         data = self._file.read()
@@ -148,7 +155,7 @@ class SharedListing:
 
     def publish(self, asked_at: float, statuses: dict[str, Status]) -> None:
         """Share a listing asked for at ``asked_at``, unless the file holds a newer one."""
-        with self._file.lock:
+        with contextlib.suppress(OSError), self._file.lock:  # best effort, as above
             current = self._read()
             if current is not None and current[0] >= asked_at:
                 return
@@ -157,8 +164,11 @@ class SharedListing:
 
     def newer_than(self, moment: float) -> tuple[float, dict[str, Status]] | None:
         """The shared listing if it was asked for after ``moment`` (epoch seconds)."""
-        with self._file.lock:
-            current = self._read()
+        try:
+            with self._file.lock:
+                current = self._read()
+        except OSError:
+            return None  # the run's files cannot be used any more: poll for ourselves
         return current if current is not None and current[0] > moment else None
 
     def _read(self) -> tuple[float, dict[str, Status]] | None:

@@ -52,6 +52,7 @@ from pytest_northflank.provisioning.shelf import Shelf
 from pytest_northflank.provisioning.tags import MissingTags
 from pytest_northflank.provisioning.warm_ahead import Demand, Handover, WarmPool, plan
 from pytest_northflank.redaction import mask, secret_values
+from pytest_northflank.run.files import RunDirError
 from pytest_northflank.run.identity import Run
 from pytest_northflank.run.ledger import Ledger
 from pytest_northflank.run.ownership import Ownership, delete_refusal, is_name_of_run
@@ -381,7 +382,7 @@ class Provisioner:
             self.stats.deleted += 1
         if self.ledger is not None:
             # Best effort: a ledger that still lists it costs the end-of-run sweep one read.
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RunDirError):
                 self.ledger.record_deleted(sandbox.name, found=existed)
         return existed
 
@@ -580,7 +581,7 @@ class Provisioner:
             pool, self.pool = self.pool, None
             try:
                 pool.close()
-            except NorthflankError as error:
+            except (NorthflankError, OSError) as error:  # OSError: the shelf file is gone
                 errors.append(str(error))
             with self._lock:
                 self.stats.made_ahead += pool.made

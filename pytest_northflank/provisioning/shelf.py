@@ -3,6 +3,7 @@ being made ahead, what waits for a test, and which tests asked (see :mod:`.warm_
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_northflank.run.files import JsonFile, note_damage
+from pytest_northflank.run.files import JsonFile, RunDirError, note_damage
 from pytest_northflank.run.reaper import pid_alive
 
 _ITEM_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -69,12 +70,39 @@ class Shelf:
         self._file = JsonFile(path)
         #: Which service names may be on the shelf (this run's): others are dropped on read.
         self._accept_name = accept_name
+        # Once the file cannot be used (a full disk, a removed run directory), this process
+        # goes on with the shelf in memory: warm-ahead keeps working, unshared.
+        self._memory: dict[str, Any] | None = None
+        self._memory_lock = threading.Lock()
+
+    def _lose_file(self, error: Exception, data: dict[str, Any]) -> None:
+        if self._memory is None:
+            self._memory = data
+            note_damage(self.path, f"cannot be used ({error}); warm-ahead goes on in memory")
 
     @contextmanager
     def _edit(self) -> Iterator[dict[str, Any]]:
-        with self._file.edit() as data:
+        if self._memory is None:
+            try:
+                self._file.lock.acquire()
+            except (OSError, RunDirError) as error:
+                self._lose_file(error, {})
+        if self._memory is not None:
+            with self._memory_lock:
+                self._clean(self._memory)
+                yield self._memory
+            return
+        try:
+            data = self._file.read()
+            data = data if isinstance(data, dict) else {}
             self._clean(data)
             yield data
+            try:
+                self._file.replace(data)
+            except (OSError, RunDirError) as error:
+                self._lose_file(error, data)
+        finally:
+            self._file.lock.release()
 
     def _clean(self, data: dict[str, Any]) -> None:
         """Keep only well-formed parts of the file (it may be damaged, or written to by

@@ -53,6 +53,7 @@ from pytest_northflank.errors import ConfigError, NorthflankError, ProvisioningE
 from pytest_northflank.provisioning.depth import DepthPolicy, FixedDepth
 from pytest_northflank.provisioning.readiness import Readiness, ReadinessBoard
 from pytest_northflank.provisioning.shelf import Claim, Shelf, ShelfItem, owner_alive
+from pytest_northflank.run.files import RunDirError, note_damage
 
 
 class Maker(Protocol):
@@ -219,7 +220,20 @@ class WarmPool:
     def take(self, options: SandboxOptions) -> Handover | None:
         """A sandbox made ahead with these options' spec, or None (then the caller makes its
         own, and calls :meth:`refill` once its create request is sent, so that request goes
-        first). Starts the next ones when it hands one over."""
+        first). Starts the next ones when it hands one over. A shelf that cannot be used any
+        more (a full disk, a removed run directory) ends warm-ahead for this process."""
+        try:
+            return self._take(options)
+        except (OSError, RunDirError) as error:
+            self._give_up(error)
+            return None
+
+    def _give_up(self, error: Exception) -> None:
+        with self._lock:
+            self._closed = True
+        note_damage(self.shelf.path, f"warm-ahead stopped: {error}")
+
+    def _take(self, options: SandboxOptions) -> Handover | None:
         key = spec_key(options, self._key)
         self.policy.note_asked()
         with self._lock:
@@ -300,9 +314,12 @@ class WarmPool:
 
     def refill(self) -> None:
         """Start sandboxes for the next tests nobody covers yet."""
-        with self._lock:
-            if not self._closed:
-                self._refill()
+        try:
+            with self._lock:
+                if not self._closed:
+                    self._refill()
+        except (OSError, RunDirError) as error:
+            self._give_up(error)
 
     def _refill(self) -> None:
         """Start sandboxes for the next tests nobody covers yet (holding the lock)."""

@@ -58,8 +58,12 @@ def runs_root(environ: Mapping[str, str] = os.environ) -> Path:
 
 def private_dir(path: Path) -> Path:
     """Make ``path`` a directory only this user can use (``0700``), creating it and its
-    missing parents so; an existing one must be owned by this user and not writable by others,
-    else :class:`RunDirError` says what is wrong and what to do."""
+    missing parents so; an existing one must be owned by this user and not writable by others
+    (and so must the runs directory holding it, for a run directory), else
+    :class:`RunDirError` says what is wrong and what to do."""
+    in_runs_root = _is_runs_root(path.parent)
+    if in_runs_root and os.path.lexists(path.parent):
+        _check_private(path.parent)  # before making anything inside it
     missing = []
     current = path
     while not os.path.lexists(current) and current != current.parent:
@@ -74,6 +78,16 @@ def private_dir(path: Path) -> Path:
             raise RunDirError(
                 f"cannot create the run directory {directory}: {error.strerror}"
             ) from None
+    for directory in (path, path.parent) if in_runs_root else (path,):
+        _check_private(directory)
+    return path
+
+
+def _is_runs_root(path: Path) -> bool:
+    return path.name == RUNS_DIR or path.name.startswith(f"{RUNS_DIR}-")
+
+
+def _check_private(path: Path) -> None:
     if not _is_own_private_dir(path):
         try:
             info = os.lstat(path)
@@ -91,7 +105,6 @@ def private_dir(path: Path) -> Path:
             "in a directory private to you; remove it, or set XDG_RUNTIME_DIR (or TMPDIR) "
             "to a directory of your own"
         )
-    return path
 
 
 def private_file(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_APPEND) -> int:
@@ -114,9 +127,13 @@ def replace_json(path: Path, data: Any, *, mode: int = PRIVATE_FILE) -> None:
     descriptor = os.open(
         scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode
     )
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        json.dump(data, stream)
-    os.replace(scratch, path)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            json.dump(data, stream)
+        os.replace(scratch, path)
+    except BaseException:
+        scratch.unlink(missing_ok=True)  # a full disk leaves no half-written scratch behind
+        raise
 
 
 # Run files found damaged in this process, each reported once: path -> what was wrong.

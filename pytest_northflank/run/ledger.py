@@ -70,8 +70,8 @@ class Ledger:
 
     def _append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
+        private_dir(self.path.parent)
         with self._lock:
-            private_dir(self.path.parent)
             descriptor = private_file(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
             with os.fdopen(descriptor, "a+b") as stream:
                 # A writer killed mid-line leaves no newline: start on a fresh line regardless.
@@ -127,11 +127,13 @@ class Ledger:
         """Every service of the run, in creation order, with its latest state. Lines that are
         not well-formed records are skipped and counted in :attr:`skipped_lines` (reported
         once, see :func:`~pytest_northflank.run.files.note_damage`)."""
+        self.skipped_lines = 0
+        if not self.path.exists():
+            return []  # nothing written yet (and no lock file made in a missing directory)
         with self._lock:
             try:
                 raw = self.path.read_bytes()
             except FileNotFoundError:
-                self.skipped_lines = 0
                 return []
         entries: dict[str, LedgerEntry] = {}
         skipped = 0

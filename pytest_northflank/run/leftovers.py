@@ -61,13 +61,17 @@ def _pids(run_dir: Path, ledger: Ledger) -> set[int]:
 
 
 def _latest_change(run_dir: Path) -> float:
-    latest = run_dir.stat().st_mtime
+    """When a file of the run last changed (lock files aside: readers make them, which also
+    touches the directory itself); the directory's own time when it holds nothing else."""
+    latest = 0.0
     for child in run_dir.iterdir():
+        if child.name.endswith(".lock"):
+            continue  # made by readers too
         try:
             latest = max(latest, child.lstat().st_mtime)
         except OSError:
             continue
-    return latest
+    return latest or run_dir.stat().st_mtime
 
 
 def inspect(run_dir: Path, *, now: float | None = None) -> LeftRun | None:
@@ -77,9 +81,10 @@ def inspect(run_dir: Path, *, now: float | None = None) -> LeftRun | None:
         return None
     ledger = Ledger(run_dir / RunDir.LEDGER)
     try:
+        # First: reading the ledger below makes its lock file.
+        recent = (now or time.time()) - _latest_change(run_dir) < QUIET_FOR
         pids = _pids(run_dir, ledger)
         alive = len(ledger.alive())
-        recent = (now or time.time()) - _latest_change(run_dir) < QUIET_FOR
     except OSError:
         return LeftRun(match.group(1), run_dir, running=True, alive_services=0)
     running = recent or any(pid != os.getpid() and pid_alive(pid) for pid in pids)

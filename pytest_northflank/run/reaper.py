@@ -217,7 +217,8 @@ def reap(
     project_id: str | None = None,
     give_up_after: float = GIVE_UP_AFTER,
 ) -> int:
-    """Delete what the run left behind; return the number of services that could not be deleted."""
+    """Delete what the run left behind; return how many entries were not deleted (could not
+    be, or were skipped as not verifiably the run's)."""
     # Workers may outlive the controller for a moment and still be creating: wait for them
     # (bounded), then sweep until nothing of the run is left alive.
     wait_until = time.monotonic() + 30.0
@@ -263,7 +264,8 @@ def reap(
                 break
     for note in take_damage_notes():
         say(note)
-    return len(left)
+    # Skipped entries count too: the ledger and this log stay for a human to look at.
+    return len(left) + len(skipped)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from pytest_northflank.errors import (
     ServerError,
     TransportError,
 )
+from pytest_northflank.run.files import RunDirError
 from pytest_northflank.run.ledger import Ledger, LedgerEntry
 from pytest_northflank.run.ownership import delete_refusal, is_name_of_run
 
@@ -135,7 +136,7 @@ def sweep(
                 continue
             try:
                 ledger.record_deleted(entry.name, found=existed)
-            except OSError as error:  # a full disk or a removed run directory: go on deleting
+            except (OSError, RunDirError) as error:  # a full disk, a removed run dir: go on
                 result.unrecorded[entry.name] = str(error)
             result.failed.pop(entry.name, None)
             (result.deleted if existed else result.absent).append(entry.name)

@@ -100,6 +100,7 @@ def build_command(
     """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``cwd``
     applied inside the sandbox, and the stdin preamble that applies ``env`` there. Every user
     value stays one argv element, and no env value is ever on a command line."""
+    __tracebackhide__ = True  # its locals hold env values; pytest would print them
     argv = build_argv(command, cwd=cwd)
     if not env:
         return CommandPlan(argv)
@@ -124,6 +125,7 @@ def build_argv(
     """The argv that runs ``command`` (a string through ``sh -c``, a list as is) with ``cwd``
     applied inside the sandbox. Every user value stays one argv element. (With an
     environment, use :func:`build_command`.)"""
+    __tracebackhide__ = True  # a bad command is the caller's line, not ours
     if isinstance(command, (bytes, bytearray)):
         raise TypeError("the command must be a str or a list of str, not bytes")
     if isinstance(command, str):

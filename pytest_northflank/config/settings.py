@@ -345,6 +345,7 @@ def resolve(
 
 def overrides_from(keywords: Mapping[str, Any], source: str) -> SandboxOverrides:
     """Validate marker or factory keywords; the error names ``source`` and the keyword."""
+    __tracebackhide__ = True  # its locals hold env values; pytest would print them
     problems = []
     unknown = [name for name in keywords if name not in SANDBOX_KEYWORDS]
     if unknown:
@@ -371,6 +372,7 @@ def validate_marker(
     args: Sequence[Any], kwargs: Mapping[str, Any], nodeid: str
 ) -> SandboxOverrides:
     """The overrides of one ``@pytest.mark.nf_sandbox(...)`` as seen on test ``nodeid``."""
+    __tracebackhide__ = True  # as above
     source = marker_source(nodeid)
     if args:
         raise ConfigError(

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_northflank.client.arguments import check_command_text, check_no_nul
+from pytest_northflank.client.arguments import check_command_text, check_no_nul, describe_argv
 from pytest_northflank.errors import (
     ArgumentError,
     CommandTimeout,
@@ -89,6 +89,12 @@ class CommandPlan:
 
     argv: list[str]
     stdin: bytes = field(default=b"", repr=False)
+    #: The command as messages show it: ``env NAME=*** ... <command>`` (values never shown).
+    shown: list[str] = field(default_factory=list)
+
+    @property
+    def description(self) -> str:
+        return describe_argv(self.shown or self.argv)
 
 
 def build_command(
@@ -114,7 +120,8 @@ def build_command(
             raise ArgumentError(f"the value of {name} contains a NUL character")
         lines.append(f"{name}={_printf_escaped(value)}\n")
     preamble = ("".join(lines) + "\n").encode("ascii")
-    return CommandPlan(["sh", "-c", _ENV_FROM_STDIN, "sh", *argv], preamble)
+    shown = ["env", *(f"{name}=***" for name in env), *argv]
+    return CommandPlan(["sh", "-c", _ENV_FROM_STDIN, "sh", *argv], preamble, shown)
 
 
 def build_argv(
@@ -266,6 +273,7 @@ class Sandbox:
                 input=data,
                 timeout=timeout,
                 on_output=None if on_output is None else _text_chunks(on_output),
+                description=plan.description,
             )
         except ArgumentError:
             raise  # refused before anything was sent (a bad timeout): nothing ran

@@ -335,6 +335,7 @@ class NorthflankClient(ClosesOnExit):
         input: bytes | None = None,
         timeout: float | None = None,
         on_output: Callable[[str, bytes], object] | None = None,
+        description: str | None = None,
     ) -> ExecResult:
         """Run a command to completion and return its exit code and exact output bytes.
 
@@ -345,6 +346,7 @@ class NorthflankClient(ClosesOnExit):
         gives up a few seconds later; either way ``CommandTimeout`` is raised.
         ``on_output(stream, data)`` sees each output chunk as it arrives (the result holds
         them all too).
+        ``description``: how messages show the command (default: its argv, quoted).
         """
         __tracebackhide__ = True  # pytest would print argv, which may carry env values
         return run_command(
@@ -356,6 +358,7 @@ class NorthflankClient(ClosesOnExit):
             input=input,
             timeout=timeout,
             on_output=on_output,
+            description=description,
         )
 
     def open_session(

@@ -59,6 +59,7 @@ def run_command(
     input: bytes | None = None,
     timeout: float | None = None,
     on_output: Callable[[str, bytes], object] | None = None,
+    description: str | None = None,
 ) -> ExecResult:
     """Run one command to completion (see ``NorthflankClient.run``)."""
     __tracebackhide__ = True  # pytest would print argv, which may carry env values
@@ -66,7 +67,7 @@ def run_command(
     check_timeout(timeout)
     if input is not None and not isinstance(input, (bytes, bytearray, memoryview)):
         raise ArgumentError(f"input must be bytes or None, got {type(input).__name__}")
-    description = describe_argv(argv)
+    description = description or describe_argv(argv)
     wire = argv if timeout is None else _with_timeout(argv, timeout)
     session = connector.start(
         project_id, service_id, wire, wait_for_init=False, description=description

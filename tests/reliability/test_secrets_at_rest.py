@@ -166,8 +166,12 @@ def test_the_reaper_inherits_only_what_it_needs(
         project_id="default-project",
     )
     try:
-        environ = Path(f"/proc/{reaper.pid}/environ").read_bytes().split(b"\0")
-        names = {line.split(b"=", 1)[0].decode() for line in environ if line}
+        names: set[str] = set()
+        deadline = time.monotonic() + 10
+        while not names and time.monotonic() < deadline:  # empty until its exec is done
+            environ = Path(f"/proc/{reaper.pid}/environ").read_bytes().split(b"\0")
+            names = {line.split(b"=", 1)[0].decode() for line in environ if line}
+            time.sleep(0.05)
     finally:
         reaper.finish_clean()
     assert "NORTHFLANK_API_TOKEN" in names

@@ -95,10 +95,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if state.run.is_controller and raw.backend_in_use == "northflank":
         from pytest_northflank.plugin.session import start_run
 
+        # Under xdist the controller collects nothing: check the API now. Otherwise check it
+        # once the collected tests show that some will take a sandbox (pytest_collection_finish).
         try:
-            start_run(state, state.require_settings())
+            start_run(state, state.require_settings(), check=_distributed(session.config))
         except ConfigError as error:  # the API, token, project or run directory cannot work
             raise pytest.UsageError(f"pytest-northflank: {error}") from None
+
+
+def _distributed(config: pytest.Config) -> bool:
+    """True in an xdist controller that deals the tests out to workers."""
+    return config.pluginmanager.getplugin("dsession") is not None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -155,8 +162,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     # After deselection and reordering: the tests that will ask for nf_sandbox, in run order.
     wanting = [item for item in session.items if "nf_sandbox" in getattr(item, "fixturenames", ())]
+    state = get_state(session.config)
     if wanting:
-        get_state(session.config).sandbox_demand = demand_of(wanting)
+        state.sandbox_demand = demand_of(wanting)
+    config = session.config
+    if (
+        state.run.is_controller
+        and state.require_raw().backend_in_use == "northflank"
+        and not config.option.collectonly
+        and not _distributed(config)
+        and any(
+            SANDBOX_FIXTURES.intersection(getattr(i, "fixturenames", ())) for i in session.items
+        )
+    ):
+        from pytest_northflank.plugin.session import check_api
+
+        try:
+            check_api(state, state.require_settings())
+        except ConfigError as error:  # one message, no test run
+            pytest.exit(f"pytest-northflank: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,9 +45,10 @@ def check_api(state: PluginState, settings: Settings) -> None:
         raise ConfigError(problem)
 
 
-def start_run(state: PluginState, settings: Settings) -> None:
+def start_run(state: PluginState, settings: Settings, *, check: bool = True) -> None:
     """In the controller (or the only process) of a run on Northflank: check that the API,
-    token and project answer, then start the reaper.
+    token and project answer (with ``check``; else the plugin checks after collection), then
+    start the reaper.
 
     From here on, whatever way pytest ends, the run's services are deleted: by the fixtures'
     teardown, by :func:`finish_run`, or by the reaper if pytest dies before either.
@@ -55,7 +56,8 @@ def start_run(state: PluginState, settings: Settings) -> None:
     if settings.backend_in_use != "northflank" or settings.token is None:
         guard_process()
         return  # the embedded emulator dies with pytest, and its sandboxes with it
-    check_api(state, settings)
+    if check:
+        check_api(state, settings)
     guard_process()
     run = state.run
     run.files.create()

@@ -60,6 +60,13 @@ def assert_says(result: pytest.RunResult, *fragments: str) -> None:
         assert fragment in text, f"{fragment!r} not in:\n{text}"
 
 
+def assert_stopped_saying(result: pytest.RunResult, *fragments: str) -> None:
+    """The run stopped before any test with a message holding ``fragments``."""
+    text = output(result)
+    for fragment in fragments:
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+
+
 def test_sandboxes_on_the_remote_api(pytester: pytest.Pytester, api: EmulatorServer) -> None:
     api.control.set_rate_limit(1000)
     pytester.makepyfile(
@@ -190,10 +197,10 @@ def test_unknown_project_lists_the_projects_the_token_sees(
 ) -> None:
     pytester.makepyfile(test_project=BASIC)
     result = run(pytester, "--nf-project=no-such-project")
-    result.assert_outcomes(errors=1)
-    assert_says(
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # the preflight check stops the run
+    assert_stopped_saying(
         result,
-        "ProvisioningError: project 'no-such-project' (from option --nf-project) was not found: ",
+        "pytest-northflank: project 'no-such-project' (from option --nf-project) was not found: ",
         "Projects this token can see: default-project.\n"
         "Set the project with --nf-project, the ini key nf_project or NORTHFLANK_PROJECT_ID.",
     )
@@ -206,10 +213,10 @@ def test_a_wrong_token_is_named_but_never_shown(
     monkeypatch.setenv("NORTHFLANK_API_TOKEN", wrong)
     pytester.makepyfile(test_token=BASIC)
     result = run(pytester)
-    result.assert_outcomes(errors=1)
-    assert_says(
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # the preflight check stops the run
+    assert_stopped_saying(
         result,
-        "the API rejected the token from NORTHFLANK_API_TOKEN (creating sandbox nft-",
+        "the API rejected the token from NORTHFLANK_API_TOKEN (listing the services of ",
         "): 401 ",
         "Check that it is valid and not expired.",
     )

@@ -167,9 +167,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         state.sandbox_demand = demand_of(wanting)
     config = session.config
     if (
-        state.run.is_controller
-        and state.require_raw().backend_in_use == "northflank"
+        state.require_raw().backend_in_use == "northflank"
         and not config.option.collectonly
+        and not hasattr(config, "workerinput")  # the controller (or the only process) checks
         and not _distributed(config)
         and any(
             SANDBOX_FIXTURES.intersection(getattr(i, "fixturenames", ())) for i in session.items

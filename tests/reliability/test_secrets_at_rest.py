@@ -202,3 +202,17 @@ def test_short_secret_values_are_not_masked() -> None:
     assert secret_values(short) == ()
     assert mask("turn it on: 1 of 1", secret_values(short)) == "turn it on: 1 of 1"
     assert secret_values({"DB_PASSWORD": "x" * MIN_MASKED_LENGTH}) == ("x" * MIN_MASKED_LENGTH,)
+
+
+def test_start_env_values_never_show_in_the_hosts_process_list(sandbox: Sandbox) -> None:
+    duration = f"5.{secrets.randbelow(900) + 100}"
+    with sandbox.start(["sleep", duration], env={"API_KEY": API_KEY}) as process:
+        deadline = time.monotonic() + 10
+        running: list[bytes] = []
+        while not running and time.monotonic() < deadline:
+            lines = host_command_lines()
+            running = [line for line in lines if f"sleep\0{duration}".encode() in line]
+            assert not [line for line in lines if API_KEY.encode() in line]
+            time.sleep(0.01)
+        assert running  # the scan saw the background process
+        process.kill()

@@ -6,6 +6,7 @@
     pytest-northflank reap --stale --yes           # removes run directories of dead runs
     pytest-northflank emulator --port 8080         # Northflank on localhost
     pytest-northflank images load ubuntu.tar       # an image for offline sandboxes
+    pytest-northflank forward nft-k3x9qa-gw0-1 8000  # a kept sandbox's port on 127.0.0.1
 
 Only services this tool created are ever listed or deleted: both the ``nft-<run>-`` name and
 the ``pytest-northflank run=<run> ...`` description must say so, in the listing and again in a
@@ -17,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
@@ -65,7 +68,8 @@ def _token() -> str:
 def _client(args: argparse.Namespace) -> NorthflankClient:
     from pytest_northflank.client import NorthflankClient
 
-    return NorthflankClient(_token(), base_url=args.api_url, team_id=args.team)
+    ca_file = getattr(args, "ca_file", None)
+    return NorthflankClient(_token(), base_url=args.api_url, team_id=args.team, ca_file=ca_file)
 
 
 def _age(created: datetime | None, now: datetime) -> str:
@@ -197,6 +201,33 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_forward(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with _client(args) as client:
+            host, port = client.forward(args.project, args.name, args.port)
+            print(
+                f"forwarding {host}:{port} -> {args.name}:{args.port} "
+                "(one tunnel per connection; Ctrl-C stops)",
+                flush=True,
+            )
+            stop.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number 1-65535: {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytest-northflank",
@@ -205,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def api_options(sub: argparse.ArgumentParser) -> None:
+    def api_options(sub: argparse.ArgumentParser, *, by_run: bool = True) -> None:
         sub.add_argument(
             "--project",
             default=os.environ.get("NORTHFLANK_PROJECT_ID"),
@@ -217,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=os.environ.get("NORTHFLANK_API_BASE_URL", DEFAULT_API_URL),
             help="API base URL (default: $NORTHFLANK_API_BASE_URL or %(default)s)",
         )
-        sub.add_argument("--run", default=None, help="only the services of this run id")
+        if by_run:
+            sub.add_argument("--run", default=None, help="only the services of this run id")
 
     listing = commands.add_parser("list", help="list this tool's services with run, worker, age")
     api_options(listing)
@@ -235,6 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reap.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     reap.set_defaults(handler=cmd_reap)
+
+    forward = commands.add_parser(
+        "forward",
+        help="carry a local 127.0.0.1 port to a port of a (kept) sandbox until Ctrl-C",
+    )
+    forward.add_argument("name", metavar="NAME", help="the sandbox's service id")
+    forward.add_argument("port", metavar="PORT", type=_port, help="its port (TCP or HTTP)")
+    api_options(forward, by_run=False)
+    forward.add_argument(
+        "--ca-file",
+        default=os.environ.get("NORTHFLANK_CA_FILE"),
+        help="extra CA certificate for the tunnel's TLS, e.g. the emulator's --ca-file "
+        "(default: $NORTHFLANK_CA_FILE)",
+    )
+    forward.set_defaults(handler=cmd_forward)
 
     from pytest_northflank.emulator.images.commands import add_parser as add_images_parser
 
@@ -258,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     try:
         _check_ids(args)
-        if args.command == "list" and not args.project:
+        if args.command in ("list", "forward") and not args.project:
             raise UsageError("no project: pass --project or set NORTHFLANK_PROJECT_ID")
         return int(args.handler(args))
     except UsageError as exc:

@@ -22,6 +22,8 @@
     ├── WaitTimeout                  a wait (line, port, HTTP, probe, ``Process.wait``) ran out
     │                                of time; also the built-in ``TimeoutError``
     ├── ProcessEnded                 a background process ended while something waited on it
+    ├── NetworkError                 a port cannot be reached: not declared, no network on this
+    │                                backend (the emulator without namespaces), or the tunnel failed
     ├── FileTransferError            upload/download failed (missing path, no tar, ...)
     │   └── UnsafeArchiveError       an archive tried to write outside its target
     ├── ProvisioningError            a sandbox did not become ready
@@ -53,6 +55,7 @@ __all__ = [
     "EmulatorError",
     "ExecError",
     "FileTransferError",
+    "NetworkError",
     "NorthflankError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -190,6 +193,10 @@ class ProcessEnded(NorthflankError):
     def __init__(self, message: str, *, exit_code: int | None) -> None:
         self.exit_code = exit_code
         super().__init__(message)
+
+
+class NetworkError(NorthflankError):
+    """A sandbox's port or address cannot be reached (see the message for why)."""
 
 
 class FileTransferError(NorthflankError):

@@ -19,6 +19,7 @@ from pytest_northflank.errors import (
     ArgumentError,
     CommandTimeout,
     FileTransferError,
+    NetworkError,
     NorthflankError,
 )
 from pytest_northflank.probe import Probe, http, tcp
@@ -28,7 +29,7 @@ from pytest_northflank.result import FAILURE_TAIL_CHARS, FAILURE_TAIL_LINES, Com
 from pytest_northflank.waits import check_timeout, wait_for_probe
 
 if TYPE_CHECKING:
-    from pytest_northflank.client import LogLine, NorthflankClient
+    from pytest_northflank.client import LogLine, NorthflankClient, PortSpec
     from pytest_northflank.config.settings import SandboxOptions
 
 __all__ = [
@@ -213,6 +214,7 @@ class Sandbox:
         self.provisioning_seconds: float | None = None
         #: Background processes started with :meth:`start` (shown in failure reports).
         self.processes: list[Process] = []
+        self._network_checked: bool | None = None
         self._note_test()
 
     @property
@@ -479,6 +481,63 @@ class Sandbox:
             raise ArgumentError(f"lines must be a whole number of at least 1, got {lines!r}")
         fetched = self._client.fetch_logs(self.project_id, self.id, line_limit=lines)
         return [line.log for line in chronological(fetched)]
+
+    # ----------------------------------------------------------------------------- network
+
+    @property
+    def hostname(self) -> str:
+        """The name other sandboxes of the run reach this one by (its service id, on
+        Northflank's private network and in the emulator's hosts files).
+
+        Raises :class:`NetworkError` where sandboxes have no network of their own (the
+        emulator without namespaces)."""
+        if self._network_checked is None:
+            self._client.forwarding_info(self.project_id, self.id)  # raises if no network
+            self._network_checked = True
+        return self.id
+
+    def address(self, port: int) -> str:
+        """``"hostname:port"``: how another sandbox connects to ``port`` of this one."""
+        self._declared(port)
+        return f"{self.hostname}:{port}"
+
+    def forward(self, port: int) -> tuple[str, int]:
+        """A local ``(host, port)`` whose connections reach ``port`` inside the sandbox,
+        carried by Northflank's port-forwarding tunnel (any TCP protocol). The listener
+        stays until the sandbox's scope ends."""
+        self._declared(port)
+        return self._client.forward(self.project_id, self.id, port)
+
+    def url(self, port: int, path: str = "/") -> str:
+        """A URL for ``port`` the test can use as it is: the public ``https://`` name of a
+        public HTTP port on Northflank (``http://127.0.0.1:N`` on the emulator), otherwise
+        ``http://`` on a local :meth:`forward`."""
+        if not path.startswith("/"):
+            raise ArgumentError(f"path must start with '/', got {path!r}")
+        declared = self._declared(port)
+        if declared.protocol == "UDP":
+            raise ArgumentError(f"port {port} is UDP: url() needs an HTTP or TCP port")
+        if declared.public:
+            service = self._client.get_service(self.project_id, self.id)
+            dns = next((p.dns for p in service.ports if p.internal_port == port and p.dns), None)
+            if dns is not None:
+                host = dns.rsplit(":", 1)[0]
+                scheme = "http" if host in ("127.0.0.1", "localhost", "[::1]") else "https"
+                return f"{scheme}://{dns}{path}"
+        host, local_port = self.forward(port)
+        return f"http://{host}:{local_port}{path}"
+
+    def _declared(self, port: int) -> PortSpec:
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise ArgumentError(f"port must be a whole number, got {port!r}")
+        for declared in self.options.ports:
+            if declared.port == port:
+                return declared
+        listed = ", ".join(str(p.port) for p in self.options.ports) or "none"
+        raise NetworkError(
+            f"port {port} is not a port of sandbox {self.name} (its ports: {listed}); declare "
+            f"it with ports=[{port}] on the marker or the factory, or --nf-port {port}"
+        )
 
     # ------------------------------------------------------------------------------ delete
 

@@ -15,7 +15,7 @@ appears in a repr, message or log record.
 Modules: ``api`` (the client class), ``rest`` (HTTP transport), ``connector`` (opening
 WebSockets), ``exec_session`` (a streaming command), ``exec`` (one-shot runs), ``frames``
 (wire framing), ``files`` and ``tarstream`` (file copy), ``logs``, ``models``, ``arguments``
-(argument checks).
+(argument checks), ``ports`` (port specs), ``forwarding`` (the tunnel, natively).
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ from pytest_northflank.client.models import (
     ContainerInfo,
     DeploymentServiceSpec,
     DeploymentStatus,
+    ForwardingInfo,
     LogLine,
     Project,
     RateLimitStatus,
     Service,
+    ServicePort,
     ServiceSummary,
     Tag,
 )
+from pytest_northflank.client.ports import PortSpec, check_ports
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -50,13 +53,17 @@ __all__ = [
     "ExecResult",
     "ExecSession",
     "ExecSessionInfo",
+    "ForwardingInfo",
     "LogLine",
     "LogTail",
     "NorthflankClient",
+    "PortSpec",
     "Project",
     "RateLimitStatus",
     "Service",
+    "ServicePort",
     "ServiceSummary",
     "Tag",
     "TransferStats",
+    "check_ports",
 ]

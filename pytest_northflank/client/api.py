@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -36,10 +37,12 @@ from pytest_northflank.client.connector import ExecConnector
 from pytest_northflank.client.exec import run_command
 from pytest_northflank.client.exec_session import ExecResult, ExecSession
 from pytest_northflank.client.files import download, upload
+from pytest_northflank.client.forwarding import PortForwarder
 from pytest_northflank.client.logs import LogTail, fetch_logs, logs_query, open_tail
 from pytest_northflank.client.models import (
     ContainerInfo,
     DeploymentServiceSpec,
+    ForwardingInfo,
     LogLine,
     Project,
     RateLimitStatus,
@@ -52,6 +55,7 @@ from pytest_northflank.errors import (
     ConfigError,
     ConflictError,
     DeploymentFailed,
+    NetworkError,
     NorthflankError,
     NotFoundError,
     ReadyTimeout,
@@ -84,6 +88,7 @@ class NorthflankClient(ClosesOnExit):
         user_agent: str | None = None,
         max_rate_limit_wait: float = 120.0,
         ws_open_timeout: float = 30.0,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self._rest = RestTransport(
             token,
@@ -98,6 +103,19 @@ class NorthflankClient(ClosesOnExit):
             raise ConfigError("team_id must not be empty (use None for no team)")
         self.team_id = team_id
         self._exec = ExecConnector(self._rest, team_id=team_id, open_timeout=ws_open_timeout)
+        # ca_file: one more CA to trust for the forwarding tunnel (the emulator's own).
+        tls = ssl.create_default_context()
+        if ca_file is not None:
+            try:
+                tls.load_verify_locations(cafile=os.fspath(ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"cannot read the CA file {os.fspath(ca_file)}: {exc}") from None
+        self._forwarder = PortForwarder(
+            lambda: self._rest.token,
+            ssl_context=tls,
+            open_timeout=ws_open_timeout,
+            user_agent=self._rest.user_agent,
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -106,7 +124,8 @@ class NorthflankClient(ClosesOnExit):
         return f"NorthflankClient(base_url={self.base_url!r}{team})"
 
     def close(self) -> None:
-        """Close the connection pool. Idempotent."""
+        """Close the connection pool and every port forward. Idempotent."""
+        self._forwarder.close()
         self._rest.close()
 
     @property
@@ -473,3 +492,55 @@ class NorthflankClient(ClosesOnExit):
         )
         path = f"{self._service(project_id, service_id)}/logs"
         return open_tail(self._exec, self._rest, path, query, recv_timeout=recv_timeout)
+
+    # ------------------------------------------------------------------ ports and forwarding
+
+    def forwarding_info(self, project_id: str, service_id: str) -> ForwardingInfo:
+        """Where the service's tunnel is, its running instances and forwardable ports.
+
+        Raises :class:`NetworkError` when the backend cannot forward (the emulator without
+        network namespaces says why)."""
+        check_ids(project_id=project_id, service_id=service_id)
+        scope = f"teams/{quote(self.team_id)}/" if self.team_id else ""
+        path = (
+            f"/v1/port-forwarding/info/{scope}projects/{quote(project_id)}"
+            f"/services/{quote(service_id)}"
+        )
+        try:
+            body = self._rest.request("GET", path)
+        except ConflictError as exc:
+            raise NetworkError(exc.api_message) from None
+        try:
+            return ForwardingInfo.model_validate(body)
+        except ValueError:
+            raise NetworkError(
+                f"the port-forwarding info of {service_id!r} is unreadable"
+            ) from None
+
+    def forward(self, project_id: str, service_id: str, port: int) -> tuple[str, int]:
+        """A ``127.0.0.1`` listener whose connections reach ``port`` of the service through
+        the tunnel (one WebSocket per connection); the same port returns the same listener
+        until :meth:`stop_forwarding` or :meth:`close`."""
+        info = self.forwarding_info(project_id, service_id)
+        if not any(p.internal_port == port for p in info.ports):
+            listed = ", ".join(str(p.internal_port) for p in info.ports) or "none"
+            raise NetworkError(
+                f"service {service_id!r} has no forwardable port {port} (its TCP/HTTP ports: "
+                f"{listed})"
+            )
+        if not info.pods:
+            raise NetworkError(f"service {service_id!r} has no running instance to forward to")
+        scope = f"teams/{quote(self.team_id)}/" if self.team_id else ""
+        url = (
+            f"wss://{info.target_domain}/tunnel/{scope}projects/{quote(project_id)}/services/"
+            f"{quote(service_id)}/instance/{quote(info.pods[0])}/port/{port}"
+        )
+        return self._forwarder.forward((project_id, service_id, str(port)), url)
+
+    def forward_error(self, project_id: str, service_id: str, port: int) -> str | None:
+        """Why the latest connection through that forward failed, if one did."""
+        return self._forwarder.last_error((project_id, service_id, str(port)))
+
+    def stop_forwarding(self, project_id: str, service_id: str) -> None:
+        """Close the service's local listeners and their connections."""
+        self._forwarder.stop_matching((project_id, service_id))

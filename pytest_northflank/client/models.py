@@ -20,16 +20,19 @@ from pydantic import (
     model_validator,
 )
 
+from pytest_northflank.client.ports import PortSpec, check_ports
 from pytest_northflank.errors import ConfigError
 
 __all__ = [
     "ContainerInfo",
     "DeploymentServiceSpec",
     "DeploymentStatus",
+    "ForwardingInfo",
     "LogLine",
     "Project",
     "RateLimitStatus",
     "Service",
+    "ServicePort",
     "ServiceSummary",
     "Tag",
 ]
@@ -161,6 +164,35 @@ class ServiceSummary(_WireModel):
         }
 
 
+class ServicePort(_WireModel):
+    """A port of a service; ``dns`` is the public name of a public HTTP port (on the emulator
+    ``127.0.0.1:PORT``, a plain-HTTP listener)."""
+
+    name: str = ""
+    internal_port: int = Field(alias="internalPort")
+    protocol: str = "HTTP"
+    public: bool = False
+    dns: str | None = None
+
+
+class ForwardingInfo(_WireModel):
+    """``GET /v1/port-forwarding/info/...`` (a bare object, no ``data`` envelope)."""
+
+    namespace: str = ""
+    target_domain: str = Field(alias="targetDomain")
+    pods: list[str] = Field(default_factory=list)
+    ports: list[ServicePort] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pods(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        instances = value.get("instances") or []
+        pods = [i.get("podName") for i in instances if isinstance(i, dict) and i.get("podName")]
+        return {"raw": dict(value), **value, "pods": pods}
+
+
 class Service(_WireModel):
     """A deployment service as ``GET /v1/projects/{p}/services/{s}`` describes it.
 
@@ -183,6 +215,7 @@ class Service(_WireModel):
     image: str | None = None
     plan: str | None = None
     created_at: datetime | None = None
+    ports: list[ServicePort] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -216,6 +249,11 @@ class Service(_WireModel):
             "image": external.get("imagePath") if isinstance(external, dict) else None,
             "plan": billing.get("deploymentPlan") if isinstance(billing, dict) else None,
             "created_at": _parse_time(value.get("createdAt")),
+            "ports": [
+                port
+                for port in value.get("ports") or []
+                if isinstance(port, dict) and type(port.get("internalPort")) is int
+            ],
         }
 
     @property
@@ -276,9 +314,10 @@ class DeploymentServiceSpec(BaseModel):
     ``command`` becomes ``deployment.docker.customCommand`` (``None`` keeps the image's own
     command). ``env`` becomes ``runtimeEnvironment``; ``tags`` are tag *names*;
     ``expiry_time`` becomes ``createOptions.expiryTime`` (a Northflank auto-delete hint).
+    ``ports`` (numbers, dicts or :class:`PortSpec`) become ``ports[]``, named when unnamed.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -302,6 +341,15 @@ class DeploymentServiceSpec(BaseModel):
     expiry_time: int | None = None
     #: ``healthChecks`` items as the API takes them (e.g. a ``readinessProbe``).
     health_checks: list[dict[str, Any]] = Field(default_factory=list)
+    ports: tuple[PortSpec, ...] = ()
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports_rule(cls, value: Any) -> tuple[PortSpec, ...]:
+        try:
+            return check_ports(value, "ports")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     def __repr_args__(self) -> Any:
         # Environment values may be secrets, and reprs end up in tracebacks and logs.
@@ -383,4 +431,6 @@ class DeploymentServiceSpec(BaseModel):
             payload["createOptions"] = {"expiryTime": self.expiry_time}
         if self.health_checks:
             payload["healthChecks"] = [dict(check) for check in self.health_checks]
+        if self.ports:
+            payload["ports"] = [port.to_payload() for port in self.ports]
         return payload

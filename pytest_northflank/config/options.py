@@ -98,6 +98,17 @@ OPTIONS: tuple[OptionSpec, ...] = (
         default=(),
     ),
     OptionSpec(
+        "ports",
+        "--nf-port",
+        "nf_ports",
+        "Port each sandbox declares (repeat the option; in ini, a space-separated list): "
+        "PORT or PORT/PROTOCOL (HTTP, HTTP/2, TCP, UDP), e.g. 8000 or 5432/TCP; private, "
+        "named p<PORT>. Reach it with Sandbox.url(), forward() or address().",
+        metavar="PORT[/PROTOCOL]",
+        repeatable=True,
+        default=(),
+    ),
+    OptionSpec(
         "command",
         "--nf-command",
         "nf_command",
@@ -195,14 +206,14 @@ SANDBOX_FIXTURES = frozenset(
 
 MARKER_HELP = (
     "nf_sandbox(image=None, plan=None, env=None, tags=None, command=None, ready_timeout=None, "
-    "keep=None, ready=None): options of the test's nf_sandbox; keywords left out come from "
-    "the --nf-* settings, and the closest marker (test, then class, then module) wins. image: "
-    "container "
-    "image; plan: Northflank plan id; env: dict of environment variables; tags: tag names, "
-    "e.g. ['spot-workload']; command: main command ('' = the image's own); ready_timeout: "
-    "seconds; keep: 'never', 'on-failure' or 'always'; ready: a readiness probe "
-    "(pytest_northflank.probe: http(port, path), tcp(port), command('...')) that must pass "
-    "before the test gets the sandbox."
+    "keep=None, ready=None, ports=None): options of the test's nf_sandbox; keywords left out "
+    "come from the --nf-* settings, and the closest marker (test, then class, then module) "
+    "wins. image: container image; plan: Northflank plan id; env: dict of environment "
+    "variables; tags: tag names, e.g. ['spot-workload']; command: main command ('' = the "
+    "image's own); ready_timeout: seconds; keep: 'never', 'on-failure' or 'always'; ready: a "
+    "readiness probe (pytest_northflank.probe: http(port, path), tcp(port), command('...')) "
+    "that must pass before the test gets the sandbox; ports: list of port numbers or dicts "
+    "{'port', 'protocol', 'public', 'name'}, e.g. [8000, {'port': 5432, 'protocol': 'TCP'}]."
 )
 NORTHFLANK_MARKER_HELP = (
     "northflank: the test uses a Northflank sandbox or the API (added automatically; "

@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     PrivateAttr,
     SecretStr,
@@ -30,6 +31,7 @@ from pydantic import (
 )
 
 from pytest_northflank.checks import describe_url, url_problem
+from pytest_northflank.client.ports import PortSpec, check_ports
 from pytest_northflank.config.options import (
     DEFAULTS,
     RawSettings,
@@ -50,7 +52,17 @@ ImagesMode = Literal["pull", "require", "off"]
 EMULATOR_DEFAULT_PROJECT = "default-project"
 
 # The keywords @pytest.mark.nf_sandbox and nf_sandbox_factory accept, in signature order.
-SANDBOX_KEYWORDS = ("image", "plan", "env", "tags", "command", "ready_timeout", "keep", "ready")
+SANDBOX_KEYWORDS = (
+    "image",
+    "plan",
+    "env",
+    "tags",
+    "command",
+    "ready_timeout",
+    "keep",
+    "ready",
+    "ports",
+)
 
 
 def _probe(value: Any) -> Probe:
@@ -172,6 +184,13 @@ def _one_or_many(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _ports(value: Any) -> tuple[PortSpec, ...]:
+    try:
+        return check_ports(value, "ports")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("bad ").replace(" in ports: ", ": ")) from None
+
+
 PlanId = Annotated[str, AfterValidator(_plan)]
 Image = Annotated[str, AfterValidator(_image)]
 TagName = Annotated[str, AfterValidator(_tag)]
@@ -179,6 +198,11 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 Seconds = Annotated[float, AfterValidator(_seconds)]
 EnvVars = Annotated[dict[str, str], AfterValidator(_env)]
 Tags = Annotated[tuple[TagName, ...], BeforeValidator(_one_or_many)]
+Ports = Annotated[
+    tuple[PortSpec, ...],
+    PlainValidator(_ports),
+    PlainSerializer(lambda ports: [port.to_payload() for port in ports], return_type=list),
+]
 
 
 class _HidesEnvValues(BaseModel):
@@ -215,6 +239,7 @@ class SandboxOptions(_HidesEnvValues):
     keep: KeepMode = DEFAULTS["keep"]
     # Checked before the sandbox is handed out (and sent as Northflank's readiness probe).
     ready: ReadyProbe | None = None
+    ports: Ports = ()
 
 
 class SandboxOverrides(_HidesEnvValues):
@@ -230,6 +255,7 @@ class SandboxOverrides(_HidesEnvValues):
     ready_timeout: Annotated[Seconds, Field(gt=0)] | None = None
     keep: KeepMode | None = None
     ready: ReadyProbe | None = None
+    ports: Ports | None = None
 
     def given(self) -> dict[str, Any]:
         return {name: value for name, value in self if value is not None}
@@ -250,6 +276,7 @@ class Settings(BaseModel):
     command: str = DEFAULTS["command"]
     ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
     keep: KeepMode = DEFAULTS["keep"]
+    ports: Ports = DEFAULTS["ports"]
     expiry: Annotated[Seconds, Field(gt=0)] | None = DEFAULTS["expiry"]
     # "auto" (adapts per process) or a fixed number of sandboxes ahead; 0 is off.
     warm_ahead: Annotated[WarmAheadMode, PlainValidator(_warm_ahead)] = DEFAULTS["warm_ahead"]
@@ -299,6 +326,7 @@ class Settings(BaseModel):
             command=self.command,
             ready_timeout=self.ready_timeout,
             keep=self.keep,
+            ports=self.ports,
         )
 
     def check_usable(self) -> None:

@@ -170,6 +170,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="stop (deleting every sandbox) when process PID ends, e.g. the pytest run it serves",
     )
     parser.add_argument(
+        "--ca-file",
+        type=Path,
+        metavar="PATH",
+        help="write the CA certificate (PEM) of the forwarding tunnel's TLS endpoint to PATH, "
+        "e.g. for NODE_EXTRA_CA_CERTS (the certificate is made at start)",
+    )
+    parser.add_argument(
         "--info-file",
         type=Path,
         metavar="PATH",
@@ -245,6 +252,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 state_dir=args.state_dir,
                 max_processes=args.max_processes,
                 images=_image_options(args),
+                ca_file=args.ca_file,
             )
         server.start()
     except NorthflankError as exc:  # EmulatorError, or a ConfigError of the credentials file
@@ -264,6 +272,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
                 token_source=token_source,
                 token_env=TOKEN_ENV if token_source == "env" else None,
                 token=server.token if token_source == "generated" else None,
+                ca_file=str(args.ca_file.absolute() if args.ca_file else server.ca_file),
             )
             try:
                 write_info_file(args.info_file, info)

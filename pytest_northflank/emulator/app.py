@@ -27,6 +27,7 @@ from pytest_northflank.emulator.context import (
 from pytest_northflank.emulator.routes import (
     catalogue,
     control,
+    forwarding,
     job_logs,
     jobs,
     logs,
@@ -156,6 +157,7 @@ def create_app(ctx: EmulatorContext) -> ASGIApp:
             *logs.ROUTES,
             *exec_routes.ROUTES,
             *control.ROUTES,
+            *forwarding.ROUTES,
         ],
         exception_handlers=handlers,
     )

@@ -25,6 +25,8 @@ class EmulatorContext:
     runtime: ContainerRuntime
     token: str
     version: str
+    #: ``127.0.0.1:PORT`` of the TLS listener serving the forwarding tunnel (None: off)
+    tunnel_domain: str | None = None
     jobs: JobRuns = field(init=False)
 
     def __post_init__(self) -> None:

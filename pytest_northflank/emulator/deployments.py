@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pytest_northflank.emulator.health_checks import watch_readiness
 from pytest_northflank.emulator.images import Image, ImageError, main_argv
 from pytest_northflank.emulator.images.provider import HostFallback, ImageProvider
+from pytest_northflank.emulator.relay import publish
 from pytest_northflank.emulator.runtime import (
     PLAN_MEMORY_MB,
     CommandNotRunnable,
@@ -62,6 +63,8 @@ class Deployments:
         container = instance.container
         if instance.probe_task is not None:
             instance.probe_task.cancel()
+        if instance.published is not None:
+            await instance.published.close()
         kept = service.old_logs
         kept.extend((instance.name, record) for record in container.log_lines())
         del kept[: max(len(kept) - MAX_KEPT_LOG_LINES, 0)]
@@ -107,6 +110,7 @@ class Deployments:
                     env,
                     chosen,
                     memory_mb=PLAN_MEMORY_MB.get(service.plan),
+                    names=(service.id,),
                 )
             )
         except CommandNotRunnable as exc:
@@ -122,6 +126,10 @@ class Deployments:
             return
         instance.container = container
         instance.started_at = time.monotonic()
+        instance.published = await publish(self.runtime, container, spec.ports)
+        if service.instance is not instance:  # stopped while its ports were being published
+            await instance.published.close()
+            return
         check = spec.readiness
         if check is not None:
 

@@ -43,6 +43,8 @@ class EmulatorInfo:
     token_env: str | None = None
     #: the token itself, only when the emulator generated it
     token: str | None = None
+    #: the CA certificate (PEM) that signed the forwarding tunnel's TLS certificate
+    ca_file: str | None = None
 
     def __repr__(self) -> str:
         token = ", token=***" if self.token is not None else ""
@@ -63,6 +65,8 @@ class EmulatorInfo:
             data["token_env"] = self.token_env
         if self.token is not None:
             data["token"] = self.token
+        if self.ca_file is not None:
+            data["ca_file"] = self.ca_file
         return data
 
 
@@ -124,10 +128,11 @@ def read_info_file(path: str | os.PathLike[str]) -> EmulatorInfo | None:
     try:
         token_env = _optional_str(data, "token_env")
         token = _optional_str(data, "token")
+        ca_file = _optional_str(data, "ca_file")
     except ValueError:
         return None
     if (source == "env") != (token_env is not None) or (source == "generated") != (
         token is not None
     ):
         return None
-    return EmulatorInfo(url, pid, isolation, reason, source, token_env, token)
+    return EmulatorInfo(url, pid, isolation, reason, source, token_env, token, ca_file)

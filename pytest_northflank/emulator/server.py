@@ -38,6 +38,7 @@ from pytest_northflank.emulator.runtime import (
     LimitSetting,
 )
 from pytest_northflank.emulator.state import EmulatorConfig, EmulatorState
+from pytest_northflank.emulator.tls import TlsFiles, make_tls_files, write_ca_file
 from pytest_northflank.errors import EmulatorError
 
 START_TIMEOUT_SECONDS = 30.0
@@ -118,7 +119,9 @@ class EmulatorServer:
     come from (default: as ``NF_EMULATOR_IMAGES`` says, else pulled from their registries into
     the user's cache directory). Each sandbox gets its plan's memory and ``max_processes``
     processes (``None``: no limit), enforced by cgroups where writable, else by rlimits
-    (``limits``: ``"auto"``, ``"cgroup"`` or ``"rlimit"``).
+    (``limits``: ``"auto"``, ``"cgroup"`` or ``"rlimit"``). The forwarding tunnel is
+    served over TLS on a second port with a certificate made at start; ``ca_file`` receives
+    its CA (PEM).
 
     Warns (:class:`EmulatorExposureWarning`) when ``host`` is not a loopback address and the
     token is shorter than :data:`MIN_EXPOSED_TOKEN_LENGTH` characters.
@@ -141,6 +144,7 @@ class EmulatorServer:
         images: ImageOptions | None = None,
         max_processes: int | None = DEFAULT_MAX_PROCESSES,
         limits: LimitSetting = "auto",
+        ca_file: Path | None = None,
     ) -> None:
         if isinstance(project_ids, str):
             raise EmulatorError("project_ids must be a sequence of ids, not one string")
@@ -177,6 +181,11 @@ class EmulatorServer:
         self._images: ImageProvider | None = None
         self._max_processes = max_processes
         self._limits_setting: LimitSetting = limits
+        self._ca_file_target = ca_file
+        self._tls: TlsFiles | None = None
+        self._tls_server: uvicorn.Server | None = None
+        self._tls_socket: socket.socket | None = None
+        self._tunnel_domain: str | None = None
         self._runtime: ContainerRuntime | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -218,6 +227,16 @@ class EmulatorServer:
         """What the emulator remembers. Change it only while no request is being served (before
         the URL is handed out): the routes use it from the server's thread without locks."""
         return _started(self._state)
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate (PEM) that signed the tunnel endpoint's certificate."""
+        return _started(self._tls).ca_file
+
+    @property
+    def tunnel_domain(self) -> str:
+        """``HOST:PORT`` of the TLS endpoint serving the forwarding tunnel."""
+        return _started(self._tunnel_domain)
 
     @property
     def runtime(self) -> ContainerRuntime:
@@ -283,6 +302,18 @@ class EmulatorServer:
             raise EmulatorError(f"cannot listen on {self.host}:{self.port}: {exc}") from None
         self._socket = sock
         host, port = sock.getsockname()[:2]
+        self._tls = tls = make_tls_files()
+        if self._ca_file_target is not None:
+            write_ca_file(tls, self._ca_file_target)
+        tunnel_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        try:
+            tls_sock = socket.socket(fileno=socket.create_server((tunnel_host, 0)).detach())
+        except OSError as exc:
+            raise EmulatorError(f"cannot listen on {tunnel_host} for the tunnel: {exc}") from None
+        self._tls_socket = tls_sock
+        tunnel_port = tls_sock.getsockname()[1]
+        shown = f"[{tunnel_host}]" if ":" in tunnel_host else tunnel_host
+        self._tunnel_domain = f"{shown}:{tunnel_port}"
         state = EmulatorState(self.config)
         self._state = state
         ctx = EmulatorContext(
@@ -291,9 +322,11 @@ class EmulatorServer:
             runtime=runtime,
             token=self.token,
             version=_version(),
+            tunnel_domain=self._tunnel_domain,
         )
+        app = create_app(ctx)
         config = uvicorn.Config(
-            create_app(ctx),
+            app,
             ws="websockets-sansio",
             lifespan="off",
             log_config=None,  # leave the host process's logging alone
@@ -305,12 +338,30 @@ class EmulatorServer:
         logging.getLogger("uvicorn.error").addFilter(_denial_noise)
         server = uvicorn.Server(config)
         self._server = server
+        # The same app over TLS: the official clients dial the tunnel as wss:// only.
+        tls_server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                ws="websockets-sansio",
+                lifespan="off",
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                ssl_certfile=str(self._tls.cert_file),
+                ssl_keyfile=str(self._tls.key_file),
+            )
+        )
+        self._tls_server = tls_server
         self._thread = threading.Thread(
-            target=self._serve, args=(server, sock), name=f"nf-emulator-{port}", daemon=True
+            target=self._serve,
+            args=([(server, sock), (tls_server, tls_sock)],),
+            name=f"nf-emulator-{port}",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not server.started:
+        while not (server.started and tls_server.started):
             if not self._thread.is_alive():
                 raise EmulatorError(f"the emulator server failed to start: {self._failure!r}")
             if time.monotonic() > deadline:
@@ -323,9 +374,20 @@ class EmulatorServer:
         self.port = port
         self._control = EmulatorControl(self._url, self.token)
 
-    def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+    def _serve(self, servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+        async def serve_all() -> None:
+            try:
+                await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+            finally:
+                # Published ports are listeners on this loop: closed before it ends.
+                state = self._state
+                for service in list(state.services.values()) if state is not None else []:
+                    instance = service.instance
+                    if instance is not None and instance.published is not None:
+                        await instance.published.close()
+
         try:
-            asyncio.run(server.serve(sockets=[sock]))
+            asyncio.run(serve_all())
         except BaseException as exc:  # reported by start(), or ends the thread quietly on stop
             self._failure = exc
 
@@ -343,12 +405,18 @@ class EmulatorServer:
 
     def _stop_serving(self) -> None:
         server, thread = self._server, self._thread
-        if server is not None:
-            server.should_exit = True
+        for running in (server, self._tls_server):
+            if running is not None:
+                running.should_exit = True
         if thread is not None:
             thread.join()
-        sock, self._socket = self._socket, None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-        self._server = self._thread = None
+        for sock in (self._socket, self._tls_socket):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+        self._socket = self._tls_socket = None
+        self._server = self._tls_server = self._thread = None
+        tls, self._tls = self._tls, None
+        if tls is not None:
+            tls.remove()
+        self._tunnel_domain = None

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pytest_northflank.emulator.faults import Faults, RateLimiter
+from pytest_northflank.emulator.relay import PublishedPorts
 from pytest_northflank.emulator.runtime import Container, LogRecord
 from pytest_northflank.emulator.secrets import SecretGroups
 from pytest_northflank.emulator.validation import ServiceSpec, TagSpec
@@ -107,6 +108,8 @@ class Instance:
     #: The readiness probe passed (always True for a service without one).
     probe_passed: bool = False
     probe_task: asyncio.Task[None] | None = None
+    #: the ``127.0.0.1`` listeners of its public HTTP ports (namespace mode)
+    published: PublishedPorts | None = None
 
     def main_exit_code(self) -> int | None:
         if self.container is not None:

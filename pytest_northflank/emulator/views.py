@@ -73,12 +73,26 @@ def service_detail(service: ServiceRecord) -> dict[str, Any]:
         "updatedAt": iso(service.updated_at),
         "billing": {"deploymentPlan": service.plan},
         "deployment": deployment,
-        "ports": ports_view(spec.ports),
+        "ports": ports_with_dns(service),
         "runtimeEnvironment": dict(spec.env),
         "cluster": dict(CLUSTER),
         "lastTransitionTime": iso(service.last_transition),
         **spec.echoed,
     }
+
+
+def ports_with_dns(service: ServiceRecord) -> list[dict[str, Any]]:
+    """The ports as answers show them; a published public HTTP port gets ``dns``: its
+    ``127.0.0.1`` listener (plain HTTP), where Northflank gives a ``code.run`` name."""
+    instance = service.instance
+    listeners = instance.published.listeners if instance and instance.published else {}
+    views = []
+    for port, view in zip(service.spec.ports, ports_view(service.spec.ports), strict=True):
+        listener = listeners.get(port.get("internalPort", 0)) if port.get("public") else None
+        if listener is not None:
+            view["dns"] = f"127.0.0.1:{listener}"
+        views.append(view)
+    return views
 
 
 def container_entries(state: EmulatorState, service: ServiceRecord) -> list[dict[str, Any]]:

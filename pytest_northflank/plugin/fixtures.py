@@ -10,7 +10,7 @@ This module is imported when the plugin loads, so it imports nothing heavy at th
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -104,6 +104,7 @@ class SandboxFactory:
         ready_timeout: float | None = None,
         keep: KeepMode | None = None,
         ready: Probe | None = None,
+        ports: Sequence[int | Mapping[str, Any]] | None = None,
     ) -> Sandbox:
         """A new ready sandbox, deleted when the fixture or test that asked for it finishes.
 
@@ -122,6 +123,7 @@ class SandboxFactory:
             "ready_timeout": ready_timeout,
             "keep": keep,
             "ready": ready,
+            "ports": ports,
         }
         context = self._context_name()
         overrides = overrides_from(

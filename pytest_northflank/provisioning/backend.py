@@ -31,6 +31,8 @@ class Backend:
         self.emulator: EmulatorServer | None = None
         # URL and token of whichever embedded emulator this process uses.
         self._emulator_endpoint: tuple[str, str] | None = None
+        # The CA its forwarding tunnel's certificate is signed by.
+        self._emulator_ca_file: str | None = None
         # Image -> notice, for images the emulator ran on this machine's userland; and the
         # images already asked about.
         self._image_notices: dict[str, str] = {}
@@ -87,6 +89,7 @@ class Backend:
             self.emulator = server
             url, token = server.url, server.token
             isolation, reason = str(server.isolation), server.isolation_reason
+            self._emulator_ca_file = str(server.ca_file)
         else:
             if shared is None:
                 shared = shared_emulator.find_or_start(
@@ -99,6 +102,7 @@ class Backend:
                 )
             url, token = shared.url, shared.token
             isolation, reason = shared.isolation, shared.isolation_reason
+            self._emulator_ca_file = shared.ca_file
         self._emulator_endpoint = (url, token)
         run.stats.note_emulator(url, isolation, reason)
         return self._emulator_endpoint
@@ -108,7 +112,9 @@ class Backend:
         needed); :meth:`finish` counts its requests."""
         if settings.backend_in_use == "emulator":
             url, token = self.emulator_endpoint(settings)
-            client = NorthflankClient(token, base_url=url, team_id=settings.team)
+            client = NorthflankClient(
+                token, base_url=url, team_id=settings.team, ca_file=self._emulator_ca_file
+            )
         else:
             settings.check_usable()  # a conftest may have overridden nf_settings
             if settings.token is None:

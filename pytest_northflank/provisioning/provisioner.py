@@ -201,6 +201,7 @@ class Provisioner:
             command=options.command or None,
             env=dict(options.env),
             tags=list(options.tags),
+            ports=options.ports,
             description=owner.description(now),
             expiry_time=math.ceil(expiry) if expiry is not None else None,
             health_checks=(
@@ -356,6 +357,7 @@ class Provisioner:
         if sandbox.deleted:
             return False
         sandbox.stop_processes()  # bounded: a stuck process is cut off, never waited for
+        self.client.stop_forwarding(self.project_id, sandbox.id)
         try:
             existed = self.client.delete_service(self.project_id, sandbox.id, within=DELETE_WITHIN)
         except TransportError as error:
@@ -561,6 +563,7 @@ class Provisioner:
         __tracebackhide__ = True  # users need the message, not our frames
         if sandbox.deleted or sandbox.kept:
             return
+        self.client.stop_forwarding(self.project_id, sandbox.id)  # the test's side ends here
         keep = sandbox.options.keep
         if keep == "always" or (keep == "on-failure" and sandbox.failed_tests):
             sandbox.kept = True

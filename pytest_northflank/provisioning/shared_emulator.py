@@ -38,13 +38,16 @@ class SharedEmulator:
     pid: int
     isolation: str
     isolation_reason: str
+    ca_file: str | None = None  #: the tunnel's CA certificate
 
 
 def _read(run_dir: Path) -> SharedEmulator | None:
     info = read_info_file(run_dir / INFO_FILE)
     if info is None or info.token is None:
         return None
-    return SharedEmulator(info.url, info.token, info.pid, info.isolation, info.isolation_reason)
+    return SharedEmulator(
+        info.url, info.token, info.pid, info.isolation, info.isolation_reason, info.ca_file
+    )
 
 
 def find(run_dir: Path) -> SharedEmulator | None:

@@ -61,12 +61,11 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
     assert fields == {
         "backend", "project", "team", "api_url", "image", "plan", "tags", "command",
         "ready_timeout", "keep", "expiry", "warm_ahead", "emulator_isolation",
-        "emulator_ready_delay", "emulator_images",
+        "emulator_ready_delay", "emulator_images", "ports",
     }  # fmt: skip
     for spec in OPTIONS:
-        assert spec.flag == "--nf-" + (
-            "tag" if spec.field == "tags" else spec.field.replace("_", "-")
-        )
+        singular = {"tags": "tag", "ports": "port"}
+        assert spec.flag == "--nf-" + singular.get(spec.field, spec.field.replace("_", "-"))
         assert spec.ini == f"nf_{spec.field}"
 
 
@@ -279,6 +278,7 @@ def test_marker_accepts_every_keyword() -> None:
             "ready_timeout": 5,
             "keep": "always",
             "ready": probe.tcp(80),
+            "ports": [8000, {"port": 5432, "protocol": "TCP"}],
         },
         "t::x",
     ).given()

@@ -59,6 +59,8 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "--nf-plan=nf-compute-50",
         "--nf-tag=spot-workload",
         "--nf-tag=ci",
+        "--nf-port=8000",
+        "--nf-port=5432/tcp",
         "--nf-command=sleep 600",
         "--nf-ready-timeout=30",
         "--nf-keep=on-failure",
@@ -77,6 +79,10 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "image": "alpine:3.20",
         "plan": "nf-compute-50",
         "tags": ["spot-workload", "ci"],
+        "ports": [
+            {"name": "p8000", "internalPort": 8000, "protocol": "HTTP", "public": False},
+            {"name": "p5432", "internalPort": 5432, "protocol": "TCP", "public": False},
+        ],
         "command": "sleep 600",
         "ready_timeout": 30.0,
         "keep": "on-failure",
@@ -343,7 +349,8 @@ def test_markers_are_registered_with_their_signature(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.nf_sandbox(image=None, plan=None, env=None, tags=None, command=None, "
-            "ready_timeout=None, keep=None, ready=None): options of the test's nf_sandbox*",
+            "ready_timeout=None, keep=None, ready=None, ports=None): options of the test's "
+            "nf_sandbox*",
             "@pytest.mark.northflank: the test uses a Northflank sandbox*",
         ]
     )
@@ -374,7 +381,7 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
         (
             "@pytest.mark.nf_sandbox(imag='alpine')",
             "@pytest.mark.nf_sandbox on test_bad.py::test_one: unknown keyword 'imag'; it "
-            "accepts image, plan, env, tags, command, ready_timeout, keep, ready",
+            "accepts image, plan, env, tags, command, ready_timeout, keep, ready, ports",
         ),
         (
             "@pytest.mark.nf_sandbox(ready_timeout='10')",

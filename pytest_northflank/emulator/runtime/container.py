@@ -30,6 +30,7 @@ from pytest_northflank.emulator.runtime.exec_process import (
 )
 from pytest_northflank.emulator.runtime.in_sandbox import kill_marked_processes
 from pytest_northflank.emulator.runtime.limits import SandboxGroup
+from pytest_northflank.emulator.runtime.network import Attachment
 from pytest_northflank.emulator.runtime.spawn_thread import Spawner
 from pytest_northflank.emulator.runtime.start_in_sandbox import (
     launch_error,
@@ -90,6 +91,8 @@ class Container:
         self.directory = directory  #: the sandbox's directory on the host (removed on stop)
         self.hostname = hostname
         self.user = user  #: (uid, gid) of every process, from the image's User; None: root
+        #: its place on the emulator's private network (namespace mode), set by the runtime
+        self.network: Attachment | None = None
         self.pid = pid  #: host PID of the main process (PID 1 of the sandbox in namespace mode)
         #: directory mode: env entries that identify this sandbox's processes (for the sweep)
         self.markers = directory_markers(directory) if isolation == "directory" else []

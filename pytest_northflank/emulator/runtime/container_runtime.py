@@ -29,6 +29,7 @@ from pytest_northflank.emulator.runtime.limits import (
     LimitSetting,
     SandboxLimits,
 )
+from pytest_northflank.emulator.runtime.network import Attachment, SandboxNetwork
 from pytest_northflank.emulator.runtime.spawn_thread import Spawner
 from pytest_northflank.emulator.runtime.start_in_sandbox import (
     Report,
@@ -124,10 +125,12 @@ def _launch(
     stdout: int,
     stderr: int = subprocess.DEVNULL,
     timeout: float = START_TIMEOUT,
+    kept_fds: tuple[int, ...] = (),
 ) -> tuple[subprocess.Popen[bytes], Report | None]:
     """Start a launcher for ``spec`` through ``run`` and wait for its report.
 
-    ``stdout``/``stderr`` are handed over: closed here once the launcher has them.
+    ``stdout``/``stderr`` are handed over: closed here once the launcher has them;
+    ``kept_fds`` are passed too and stay open.
     """
     handed_over = [fd for fd in (stdout, stderr) if fd >= 0]
     try:
@@ -145,7 +148,7 @@ def _launch(
             spec_fd,
             report_write,
             stdio=(subprocess.DEVNULL, stdout, stderr),
-            pass_fds=(spec_fd, report_write),
+            pass_fds=(spec_fd, report_write, *kept_fds),
             handed_over=handed_over,
         )
 
@@ -219,6 +222,7 @@ class ContainerRuntime:
                 )
         SandboxLimits(max_processes=max_processes)  # checks it
         self.max_processes = max_processes
+        self.network: SandboxNetwork | None = None
         self._owns_state_dir = state_dir is None
         if state_dir is None:
             self.state_dir = make_state_dir()
@@ -234,6 +238,17 @@ class ContainerRuntime:
                 f"state_dir {self.state_dir} contains ',', ':' or '\\', which overlayfs "
                 "mount options cannot carry"
             )
+        if self.isolation == "namespace":
+            try:
+                self.network = SandboxNetwork()
+            except EmulatorError as exc:
+                if isolation == "namespace":
+                    why = f"namespace isolation is not available here: {exc}"
+                    raise EmulatorError(why) from None
+                self.isolation = "directory"
+                self.isolation_reason = (
+                    f"network namespaces unavailable ({exc}); using per-sandbox directories"
+                )
         self._host_view = host_view(str(self.state_dir))
         try:
             self._limits = LimitEnforcer(limits)
@@ -274,10 +289,15 @@ class ContainerRuntime:
         image: Image | None = None,
         *,
         memory_mb: int | None = None,
+        names: tuple[str, ...] = (),
     ) -> Container:
         """Start a sandbox whose main process runs ``argv`` with ``env``.
 
         The sandbox may use ``memory_mb`` MiB (None: no limit) and :attr:`max_processes`.
+
+        In namespace mode it gets its own network namespace on the emulator's private bridge
+        (:attr:`network`); ``names`` (for example the service id) resolve to its address in
+        every sandbox, as does its hostname.
 
         Returns once ``argv`` has been executed (in namespace mode as PID 1 of the sandbox).
         Every process gets ``env`` over the defaults ``PATH``, ``HOME`` (``/root``;
@@ -307,7 +327,7 @@ class ContainerRuntime:
         try:
             directory.mkdir()
             mark_owner(directory)
-            container = self._start(sandbox_id, argv, user_env, directory, image, limits)
+            container = self._start(sandbox_id, argv, user_env, directory, image, limits, names)
         except BaseException:
             with contextlib.suppress(EmulatorError):  # the start error matters more
                 self._limits.release(directory.name)
@@ -333,9 +353,39 @@ class ContainerRuntime:
         directory: Path,
         image: Image | None,
         limits: SandboxLimits,
+        names: tuple[str, ...],
     ) -> Container:
         hostname = _hostname_for(sandbox_id)
+        attachment: Attachment | None = None
+        if self.network is not None:
+            # The one network hook: a namespace made and wired before the launcher joins it.
+            attachment = self.network.attach(sandbox_id, (hostname, *names))
+        try:
+            container = self._start_attached(
+                sandbox_id, argv, user_env, directory, image, limits, hostname, attachment
+            )
+        except BaseException:
+            if attachment is not None and self.network is not None:
+                self.network.detach(attachment)
+            raise
+        container.network = attachment
+        return container
+
+    def _start_attached(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        user_env: dict[str, str],
+        directory: Path,
+        image: Image | None,
+        limits: SandboxLimits,
+        hostname: str,
+        attachment: Attachment | None,
+    ) -> Container:
         spec: dict[str, Any] = {"action": "init", "isolation": self.isolation, "argv": argv}
+        if attachment is not None:
+            spec["netns_fd"] = attachment.netns_fd
+            spec["bind_files"] = [[str(attachment.hosts_file), "/etc/hosts"]]
         user: tuple[int, int] | None = None
         if image is not None:
             if self.isolation != "namespace":
@@ -381,6 +431,7 @@ class ContainerRuntime:
                 lambda job: self._spawner.submit(job).result(),
                 stdout=stdout_write,
                 stderr=stderr_write,
+                kept_fds=() if spec.get("netns_fd") is None else (spec["netns_fd"],),
             )
             if report is None or "error" in report:
                 terminate_launcher(launcher)
@@ -416,6 +467,8 @@ class ContainerRuntime:
         with self._lock:
             if self._containers.get(container.sandbox_id) is container:
                 del self._containers[container.sandbox_id]
+        if container.network is not None and self.network is not None:
+            self.network.detach(container.network)
 
     def shutdown(self, grace: float = 2.0) -> None:
         """Stop every container (SIGTERM, SIGKILL after ``grace``, in parallel); idempotent.
@@ -445,6 +498,8 @@ class ContainerRuntime:
             self._limits.close()
         except EmulatorError as exc:
             errors.append(exc)
+        if self.network is not None:
+            self.network.close()
         if self._owns_state_dir:
             try:
                 _remove_tree(self.state_dir)

@@ -48,6 +48,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -64,7 +65,7 @@ PR_CAPBSET_DROP = 24
 
 # The capabilities a sandbox's processes keep: a container runtime's default set (Docker's)
 # without CAP_MKNOD, since no device cgroup stops a device node here, and without
-# CAP_NET_RAW, since the host's network is shared. The rest (mount, mknod, modules, raw I/O,
+# CAP_NET_RAW (no raw packets on the sandbox network). The rest (mount, mknod, modules, raw I/O,
 # ptrace, sysctl...) would let root inside reach the host.
 KEPT_CAPABILITIES = frozenset(
     {
@@ -173,6 +174,8 @@ def set_parent_death_signal(signum: int) -> None:
 def build_root(spec: dict[str, Any]) -> None:
     """Give this process (PID 1 of a fresh PID namespace) a private copy-on-write root."""
     sandbox_dir: str = spec["sandbox_dir"]
+    if spec.get("netns_fd") is not None:  # its own network namespace, made by the emulator
+        check(libc().setns(spec["netns_fd"], CLONE_NEWNET), "join the sandbox network")
     copies = {}  # read while "/" is still the host's, before anything is masked
     for path in spec.get("copied_links", ()):
         with contextlib.suppress(OSError), open(path, "rb") as source:
@@ -225,6 +228,13 @@ def build_root(spec: dict[str, Any]) -> None:
                 os.unlink(root + path)
             with open(root + path, "wb") as copy:
                 copy.write(content)
+    for source, target in spec.get("bind_files", ()):  # e.g. the network's /etc/hosts
+        os.makedirs(os.path.dirname(root + target), exist_ok=True)
+        if os.path.islink(root + target):  # would resolve against the host's root here
+            os.unlink(root + target)
+        if not os.path.exists(root + target):
+            os.close(os.open(root + target, os.O_CREAT | os.O_WRONLY, 0o644))
+        mount(source, root + target, None, MS_BIND)
     pivot_root(root)
     hostname = spec["hostname"].encode()
     check(libc().sethostname(hostname, len(hostname)), "sethostname")
@@ -293,8 +303,8 @@ def pivot_root(new_root: str) -> None:
 
 
 def enter_namespaces(spec: dict[str, Any]) -> None:
-    """Join the mount, PID, UTS and IPC namespaces of the sandbox's PID 1."""
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC
+    """Join the mount, PID, UTS, IPC and network namespaces of the sandbox's PID 1."""
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET
     if libc().setns(spec["target_pidfd"], flags) == 0:
         return
     err = ctypes.get_errno()
@@ -303,7 +313,7 @@ def enter_namespaces(spec: dict[str, Any]) -> None:
     pid = spec["target_pid"]
     fds = {flag: os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY) for flag, name in
            ((CLONE_NEWIPC, "ipc"), (CLONE_NEWUTS, "uts"), (CLONE_NEWPID, "pid"),
-            (CLONE_NEWNS, "mnt"))}  # fmt: skip
+            (CLONE_NEWNET, "net"), (CLONE_NEWNS, "mnt"))}  # fmt: skip
     for flag, fd in fds.items():
         check(libc().setns(fd, flag), "enter sandbox")
         os.close(fd)
@@ -513,8 +523,9 @@ def main() -> NoReturn:
     os.set_inheritable(report_fd, False)
     spec: dict[str, Any] = json.loads(raw)
     spec["parent_pid"] = parent_pid
-    if "target_pidfd" in spec:
-        os.set_inheritable(spec["target_pidfd"], False)
+    for key in ("target_pidfd", "netns_fd"):
+        if spec.get(key) is not None:
+            os.set_inheritable(spec[key], False)
     libc()  # load before entering a sandbox, where the host's library paths may be masked
     Launcher(spec, report_fd).run()
 

@@ -27,7 +27,6 @@ from pytest_northflank.emulator.updates import (
     environment_details,
     environment_view,
     health_checks_view,
-    ports_view,
 )
 from pytest_northflank.emulator.validation import (
     MAX_INSTANCES,
@@ -40,7 +39,7 @@ from pytest_northflank.emulator.validation import (
     check_tag_name,
     is_int,
 )
-from pytest_northflank.emulator.views import service_detail
+from pytest_northflank.emulator.views import ports_with_dns, service_detail
 from pytest_northflank.errors import ApiValidationError
 
 PATCH_FIELDS = SERVICE_FIELDS - {"name", "infrastructure", "createOptions"}
@@ -233,7 +232,7 @@ async def update_runtime_environment(request: Request) -> Response:
 
 async def get_ports(request: Request) -> Response:
     service = await current(context_of(request).state, *_ids(request))
-    return ok({"ports": ports_view(service.spec.ports)})
+    return ok({"ports": ports_with_dns(service)})
 
 
 async def update_ports(request: Request) -> Response:

@@ -492,7 +492,12 @@ class Sandbox:
         Raises :class:`NetworkError` where sandboxes have no network of their own (the
         emulator without namespaces)."""
         if self._network_checked is None:
-            self._client.forwarding_info(self.project_id, self.id)  # raises if no network
+            try:
+                self._client.forwarding_info(self.project_id, self.id)
+            except NetworkError:
+                raise  # the backend has no network (the emulator without namespaces)
+            except NorthflankError:
+                pass  # e.g. a token without forwarding permission: the name still holds
             self._network_checked = True
         return self.id
 

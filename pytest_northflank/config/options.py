@@ -207,12 +207,14 @@ SANDBOX_FIXTURES = frozenset(
 MARKER_HELP = (
     "nf_sandbox(image=None, plan=None, env=None, tags=None, command=None, ready_timeout=None, "
     "keep=None, ready=None, ports=None): options of the test's nf_sandbox; keywords left out "
-    "come from the --nf-* settings, and the closest marker (test, then class, then module) "
-    "wins. image: container image; plan: Northflank plan id; env: dict of environment "
-    "variables; tags: tag names, e.g. ['spot-workload']; command: main command ('' = the "
-    "image's own); ready_timeout: seconds; keep: 'never', 'on-failure' or 'always'; ready: a "
-    "readiness probe (pytest_northflank.probe: http(port, path), tcp(port), command('...')) "
-    "that must pass before the test gets the sandbox; ports: list of port numbers or dicts "
+    "come from the --nf-* settings. Markers layer (module, then class, then test): the closest "
+    "marker wins per keyword; env and tags merge (the closest value wins per variable). "
+    "nf_sandbox_factory(...) layers its keywords on top the same way. image: container image; "
+    "plan: Northflank plan id; env: dict of environment variables; tags: tag names, e.g. "
+    "['spot-workload']; command: main command ('' = the image's own); ready_timeout: seconds; "
+    "keep: 'never', 'on-failure' or 'always'; ready: a readiness probe "
+    "(pytest_northflank.probe: http(port, path), tcp(port), command('...')) that must pass "
+    "before the test gets the sandbox; ports: list of port numbers or dicts "
     "{'port', 'protocol', 'public', 'name'}, e.g. [8000, {'port': 5432, 'protocol': 'TCP'}]."
 )
 NORTHFLANK_MARKER_HELP = (

@@ -11,9 +11,10 @@ this module validates what they gathered.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -373,11 +374,13 @@ def resolve(
 
 def overrides_from(keywords: Mapping[str, Any], source: str) -> SandboxOverrides:
     """Validate marker or factory keywords; the error names ``source`` and the keyword."""
-    __tracebackhide__ = True  # its locals hold env values; pytest would print them
+    # The error belongs to the marker's or the factory call's line, and the locals hold env
+    # values pytest would print.
+    __tracebackhide__ = True
     problems = []
     unknown = [name for name in keywords if name not in SANDBOX_KEYWORDS]
     if unknown:
-        names = ", ".join(repr(name) for name in unknown)
+        names = ", ".join(_unknown_keyword(name) for name in unknown)
         word = "keyword" if len(unknown) == 1 else "keywords"
         problems.append(
             f"{source}: unknown {word} {names}; it accepts {', '.join(SANDBOX_KEYWORDS)}"
@@ -390,6 +393,12 @@ def overrides_from(keywords: Mapping[str, Any], source: str) -> SandboxOverrides
     if problems:
         raise ConfigError("\n".join(problems))
     return overrides
+
+
+def _unknown_keyword(name: str) -> str:
+    """``'imgae' (did you mean 'image'?)``, or just ``'xyz'`` when nothing is close."""
+    close = difflib.get_close_matches(str(name), SANDBOX_KEYWORDS, n=1, cutoff=0.6)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
 
 
 def apply_overrides(options: SandboxOptions, overrides: SandboxOverrides) -> SandboxOptions:
@@ -408,6 +417,52 @@ def validate_marker(
             f"write for example nf_sandbox(image={args[0]!r})"
         )
     return overrides_from(kwargs, source)
+
+
+# --------------------------------------------------------------------------------------------
+# Layering: module, class and test markers, then the factory's keywords
+
+
+def _merge_mapping(outer: Mapping[str, Any], closer: Mapping[str, Any]) -> dict[str, Any]:
+    return {**outer, **closer}
+
+
+def _merge_names(outer: Sequence[Any], closer: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys((*outer, *closer)))
+
+
+# Keywords whose values add up across layers (the closer value winning per key) instead of
+# being replaced; every other keyword takes the closest layer's value. A keyword holding a
+# mapping per key (ports, say) adds its own merge here.
+MERGED_KEYWORDS: dict[str, Callable[[Any, Any], Any]] = {
+    "env": _merge_mapping,
+    "tags": _merge_names,
+}
+
+
+def layer(*layers: SandboxOverrides | None) -> SandboxOverrides | None:
+    """``layers`` (farthest first) as one: per keyword the closest value wins, except that the
+    keywords of :data:`MERGED_KEYWORDS` merge. None when no layer was given."""
+    given = [overrides for overrides in layers if overrides is not None]
+    if not given:
+        return None
+    merged: dict[str, Any] = {}
+    for overrides in given:
+        for name, value in overrides.given().items():
+            if name in merged and name in MERGED_KEYWORDS:
+                value = MERGED_KEYWORDS[name](merged[name], value)
+            merged[name] = value
+    return SandboxOverrides.model_validate(merged)
+
+
+MarkerLayer = tuple[Sequence[Any], Mapping[str, Any]]
+
+
+def layered_markers(markers: Sequence[MarkerLayer], nodeid: str) -> SandboxOverrides | None:
+    """The ``nf_sandbox`` markers on test ``nodeid`` as ``(args, kwargs)``, closest first (the
+    order of pytest's ``iter_markers``), validated one by one and layered (see :func:`layer`)."""
+    __tracebackhide__ = True
+    return layer(*(validate_marker(args, kwargs, nodeid) for args, kwargs in reversed(markers)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ This module is imported when the plugin loads, so it imports nothing heavy at th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -18,8 +18,7 @@ from pytest_northflank.plugin.state import PluginState, get_state
 
 if TYPE_CHECKING:
     from pytest_northflank.client import NorthflankClient
-    from pytest_northflank.config.settings import KeepMode, SandboxOverrides, Settings
-    from pytest_northflank.probe import Probe
+    from pytest_northflank.config.settings import MarkerLayer, SandboxOverrides, Settings
     from pytest_northflank.provisioning.provisioner import Provisioner
     from pytest_northflank.sandbox import Sandbox
 
@@ -29,6 +28,11 @@ if TYPE_CHECKING:
 
 def _state(config: pytest.Config) -> PluginState:
     return get_state(config)
+
+
+def sandbox_markers(node: pytest.Item | pytest.Collector) -> list[MarkerLayer]:
+    """The ``nf_sandbox`` markers on ``node`` and its parents, closest first."""
+    return [(mark.args, mark.kwargs) for mark in node.iter_markers("nf_sandbox")]
 
 
 @pytest.fixture(scope="session")
@@ -93,44 +97,20 @@ class SandboxFactory:
         self._provisioner = provisioner
         self._settings = settings
 
-    def __call__(
-        self,
-        *,
-        image: str | None = None,
-        plan: str | None = None,
-        env: Mapping[str, str] | None = None,
-        tags: Sequence[str] | str | None = None,
-        command: str | None = None,
-        ready_timeout: float | None = None,
-        keep: KeepMode | None = None,
-        ready: Probe | None = None,
-        ports: Sequence[int | Mapping[str, Any]] | None = None,
-    ) -> Sandbox:
+    def __call__(self, **keywords: Any) -> Sandbox:
         """A new ready sandbox, deleted when the fixture or test that asked for it finishes.
 
-        Keywords left out come from the settings (``--nf-image``, ``--nf-plan``, ...).
-        ``ready`` is a probe (``pytest_northflank.probe``) that must pass first.
+        Takes the keywords of the ``nf_sandbox`` marker (image, plan, env, tags, command,
+        ready_timeout, keep, ready, ports), layered like markers on top of the markers in scope: a keyword
+        left out comes from them, then from the settings; ``env`` and ``tags`` merge.
         """
-        __tracebackhide__ = True
-        from pytest_northflank.config.settings import overrides_from
+        __tracebackhide__ = True  # a bad keyword is reported at the caller's line
+        from pytest_northflank.config.settings import layer, layered_markers, overrides_from
 
-        given = {
-            "image": image,
-            "plan": plan,
-            "env": env,
-            "tags": tags,
-            "command": command,
-            "ready_timeout": ready_timeout,
-            "keep": keep,
-            "ready": ready,
-            "ports": ports,
-        }
-        context = self._context_name()
-        overrides = overrides_from(
-            {name: value for name, value in given.items() if value is not None},
-            f"nf_sandbox_factory(...) in {context}",
-        )
-        return self.create(overrides, hint=self._hint())
+        node = self._node()
+        inherited = layered_markers(sandbox_markers(node), node.nodeid) if node else None
+        given = overrides_from(keywords, f"nf_sandbox_factory(...) in {self._context_name()}")
+        return self.create(layer(inherited, given), hint=self._hint())
 
     def create(
         self, overrides: SandboxOverrides | None, *, hint: str, planned: bool = False
@@ -164,6 +144,15 @@ class SandboxFactory:
             self._state.current_item.addfinalizer(finalizer)
         # Otherwise (a fixture's teardown, a thread outliving its test): nf_provisioner
         # releases it at the end of the session.
+
+    def _node(self) -> pytest.Item | pytest.Collector | None:
+        """The node whose markers the factory layers on: the asking fixture's (a module for
+        a module-scoped fixture), else the running test's."""
+        stack = self._state.fixture_stack
+        if stack:
+            node: pytest.Item | pytest.Collector = stack[-1].request.node
+            return node
+        return self._state.current_item
 
     def _context_name(self) -> str:
         stack = self._state.fixture_stack
@@ -201,19 +190,17 @@ def nf_sandbox_factory(
 @pytest.fixture
 def nf_sandbox(nf_sandbox_factory: SandboxFactory, request: pytest.FixtureRequest) -> Sandbox:
     """A fresh, ready Linux sandbox for this test, deleted afterwards. Set its options with
-    the nf_sandbox marker (the closest one wins) or the --nf-* options:
+    nf_sandbox markers (module, class, test: the closest wins per keyword, env and tags
+    merge) or the --nf-* options:
         @pytest.mark.nf_sandbox(image="python:3.12-slim", env={"MODE": "test"})
         def test_it(nf_sandbox):
             assert nf_sandbox.run('echo "$MODE"', check=True).stdout == "test\\n"
     The next tests' sandboxes are provisioned while this one runs: --nf-warm-ahead says how
     many ahead (default auto: follows provisioning time / test time; N: fixed; 0: off).
     """
-    from pytest_northflank.config.settings import validate_marker
+    from pytest_northflank.config.settings import layered_markers
 
-    marker = request.node.get_closest_marker("nf_sandbox")
-    overrides = None
-    if marker is not None:
-        overrides = validate_marker(marker.args, marker.kwargs, request.node.nodeid)
+    overrides = layered_markers(sandbox_markers(request.node), request.node.nodeid)
     return nf_sandbox_factory.create(overrides, hint=request.node.name, planned=True)
 
 

@@ -29,6 +29,7 @@ from pytest_northflank.plugin.fixtures import (
     nf_sandbox_session,
     nf_sandbox_shared,
     nf_settings,
+    sandbox_markers,
 )
 from pytest_northflank.plugin.state import STATE_KEY, FixtureContext, PluginState, get_state
 
@@ -133,13 +134,13 @@ def pytest_make_collect_report(
     for node in report.result:
         if not isinstance(node, pytest.Item):
             continue
-        marker = node.get_closest_marker("nf_sandbox")
-        if marker is None:
+        markers = sandbox_markers(node)
+        if not markers:
             continue
-        from pytest_northflank.config.settings import validate_marker  # pydantic, on use
+        from pytest_northflank.config.settings import layered_markers  # pydantic, on use
 
         try:
-            validate_marker(marker.args, marker.kwargs, node.nodeid)
+            layered_markers(markers, node.nodeid)
         except ConfigError as error:
             if str(error) not in problems:
                 problems.append(str(error))
@@ -313,8 +314,7 @@ def demand_of(items: Iterable[pytest.Item]) -> list[Demand]:
     for item in items:
         if _always_skipped(item):
             continue
-        marker = item.get_closest_marker("nf_sandbox")
-        demand.append(Demand(item.nodeid, dict(marker.kwargs) if marker is not None else None))
+        demand.append(Demand(item.nodeid, tuple(sandbox_markers(item))))
     return demand
 
 

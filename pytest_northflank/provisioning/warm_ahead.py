@@ -37,17 +37,18 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from pytest_northflank.client.models import DeploymentServiceSpec, Service
 from pytest_northflank.config.settings import (
+    MarkerLayer,
     SandboxOptions,
     Settings,
     apply_overrides,
-    validate_marker,
+    layered_markers,
 )
 from pytest_northflank.errors import ConfigError, NorthflankError, ProvisioningError
 from pytest_northflank.provisioning.depth import DepthPolicy, FixedDepth
@@ -97,11 +98,11 @@ MAX_SHELF_POLL = 0.5
 
 @dataclass(frozen=True)
 class Demand:
-    """A collected test that will ask for ``nf_sandbox``, with its ``nf_sandbox`` marker's
-    keywords (already validated at collection), or None without a marker."""
+    """A collected test that will ask for ``nf_sandbox``, with its ``nf_sandbox`` markers as
+    ``(args, kwargs)``, closest first (already validated at collection)."""
 
     nodeid: str
-    marker_kwargs: Mapping[str, Any] | None
+    markers: tuple[MarkerLayer, ...] = ()
 
 
 # The key of spec keys when the caller gives none: random, made once per process.
@@ -131,11 +132,8 @@ def plan(demand: Sequence[Demand], settings: Settings) -> list[SandboxOptions]:
     base = settings.sandbox_options()
     expected = []
     for wanted in demand:
-        options = base
-        if wanted.marker_kwargs is not None:
-            overrides = validate_marker((), wanted.marker_kwargs, wanted.nodeid)
-            options = apply_overrides(base, overrides)
-        expected.append(options)
+        overrides = layered_markers(wanted.markers, wanted.nodeid)
+        expected.append(base if overrides is None else apply_overrides(base, overrides))
     return expected
 
 

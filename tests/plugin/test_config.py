@@ -380,8 +380,9 @@ def test_fixtures_are_documented(pytester: pytest.Pytester) -> None:
     [
         (
             "@pytest.mark.nf_sandbox(imag='alpine')",
-            "@pytest.mark.nf_sandbox on test_bad.py::test_one: unknown keyword 'imag'; it "
-            "accepts image, plan, env, tags, command, ready_timeout, keep, ready, ports",
+            "@pytest.mark.nf_sandbox on test_bad.py::test_one: unknown keyword 'imag' "
+            "(did you mean 'image'?); it accepts image, plan, env, tags, command, "
+            "ready_timeout, keep, ready, ports",
         ),
         (
             "@pytest.mark.nf_sandbox(ready_timeout='10')",

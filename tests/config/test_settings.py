@@ -290,8 +290,16 @@ def test_marker_accepts_every_keyword() -> None:
 
 MARKER_ERRORS = [
     ((), {"ready": 8000}, "ready=8000 is wrong: must be a readiness probe: probe.http(port)"),
-    ((), {"imag": "x"}, "on t.py::test_a: unknown keyword 'imag' (did you mean 'image'?); it accepts image, plan,"),
-    ((), {"imag": "x", "pln": "y"}, "unknown keywords 'imag' (did you mean 'image'?), 'pln' (did you mean 'plan'?)"),
+    (
+        (),
+        {"imag": "x"},
+        "on t.py::test_a: unknown keyword 'imag' (did you mean 'image'?); it accepts image, plan,",
+    ),
+    (
+        (),
+        {"imag": "x", "pln": "y"},
+        "unknown keywords 'imag' (did you mean 'image'?), 'pln' (did you mean 'plan'?)",
+    ),
     (("ubuntu",), {}, "@pytest.mark.nf_sandbox on t.py::test_a: takes keyword arguments only"),
     ((), {"plan": 20}, "on t.py::test_a: plan=20 is wrong: expected a string, got int 20"),
     # Environment values may be secrets: the messages name the variable and the type only.

@@ -87,7 +87,8 @@ def test_a_factory_typo_is_reported_at_the_callers_line(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(
         ['>*box = nf_sandbox_factory(imgae="alpine:3.20")', "E *ConfigError*"]
     )
-    assert "settings.py" not in text and "fixtures.py" not in text
+    assert "settings.py" not in text
+    assert "fixtures.py" not in text
 
 
 def test_a_marker_typo_gets_the_same_message(pytester: pytest.Pytester) -> None:

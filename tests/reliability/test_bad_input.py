@@ -82,7 +82,7 @@ def test_marker_keywords_of_a_wrong_type_or_unknown(
     text = output(result)
     where = "@pytest.mark.nf_sandbox on test_markers.py::"
     for line in [
-        f"{where}test_two_problems: unknown keyword 'envv' (did you mean 'env'?); it accepts image,",
+        f"{where}test_two_problems: unknown keyword 'envv' (did you mean 'env'?); it accepts",
         f"{where}test_two_problems: plan=20 is wrong: expected a string, got int 20",
         f"{where}test_env_value: env['DB_PASSWORD']=*** is wrong: expected a string, got int",
         f"{where}test_timeout_and_keep: ready_timeout=0 is wrong: 0 must be more than 0",

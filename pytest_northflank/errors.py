@@ -24,6 +24,7 @@
     ├── ProcessEnded                 a background process ended while something waited on it
     ├── NetworkError                 a port cannot be reached: not declared, no network on this
     │                                backend (the emulator without namespaces), or the tunnel failed
+    ├── SandboxDeleted               a call on a sandbox that was deleted (says when, by what)
     ├── FileTransferError            upload/download failed (missing path, no tar, ...)
     │   └── UnsafeArchiveError       an archive tried to write outside its target
     ├── ProvisioningError            a sandbox did not become ready
@@ -63,6 +64,7 @@ __all__ = [
     "ProvisioningError",
     "RateLimitedError",
     "ReadyTimeout",
+    "SandboxDeleted",
     "ServerError",
     "TransportError",
     "UnsafeArchiveError",
@@ -197,6 +199,11 @@ class ProcessEnded(NorthflankError):
 
 class NetworkError(NorthflankError):
     """A sandbox's port or address cannot be reached (see the message for why)."""
+
+
+class SandboxDeleted(NorthflankError):
+    """A command, transfer or log read on a sandbox that was deleted; the message says when
+    and by what."""
 
 
 class FileTransferError(NorthflankError):

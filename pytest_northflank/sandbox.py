@@ -18,9 +18,12 @@ from pytest_northflank.client.arguments import check_command_text, check_no_nul,
 from pytest_northflank.errors import (
     ArgumentError,
     CommandTimeout,
+    ExecError,
     FileTransferError,
     NetworkError,
     NorthflankError,
+    NotFoundError,
+    SandboxDeleted,
 )
 from pytest_northflank.probe import Probe, http, tcp
 from pytest_northflank.process import Process, wrap_argv
@@ -195,8 +198,12 @@ class Sandbox:
         dashboard_url: str,
         current_test: Callable[[], str | None] = lambda: None,
         deleter: Callable[[Sandbox], object] | None = None,
+        default_timeout: float | None = None,
     ) -> None:
         self._client = client
+        #: Seconds a command or transfer may take when the call sets no timeout (None: no
+        #: limit); from --nf-command-timeout.
+        self.default_timeout = default_timeout
         self._current_test = current_test
         self._deleter = deleter
         self.id = service_id
@@ -210,6 +217,9 @@ class Sandbox:
         self.tests: list[str] = []
         self.failed_tests: list[str] = []
         self.deleted = False
+        #: When and by what it was deleted (set with ``deleted``), for the error of a later call.
+        self.deleted_at: datetime | None = None
+        self.deleted_by: str | None = None
         self.kept = False
         self.provisioning_seconds: float | None = None
         #: Background processes started with :meth:`start` (shown in failure reports).
@@ -246,16 +256,18 @@ class Sandbox:
         A string runs through ``sh -c`` (pipes, globs, ``&&``); a list runs as argv without a
         shell. ``env`` adds environment variables, ``cwd`` sets the directory, ``input`` is
         fed to stdin. With ``check=True`` a non-zero exit raises ``CommandFailed``; after
-        ``timeout`` seconds the command is stopped and ``CommandTimeout`` raised; its
-        ``result`` holds the output written until then (``exit_code`` None).
-        ``on_output(stream, text)`` is called for each chunk of output as it arrives
-        (``stream`` is ``"stdout"`` or ``"stderr"``); the result holds all of it anyway.
+        ``timeout`` seconds (default: ``--nf-command-timeout``, 15 minutes) the command is
+        stopped and ``CommandTimeout`` raised; its ``result`` holds the output written until
+        then (``exit_code`` None). ``on_output(stream, text)`` is called for each chunk of
+        output as it arrives (``stream`` is ``"stdout"`` or ``"stderr"``); the result holds
+        all of it anyway.
 
             result = sandbox.run("ls /etc | wc -l", check=True)
             sandbox.run(["python3", "-m", "pytest", "-q"], cwd="/work/project")
         """
         __tracebackhide__ = True  # its arguments (env) may hold secrets; pytest would print them
         plan = build_command(command, env=env, cwd=cwd)  # checks the command first
+        self._check_not_deleted()
         if input is not None and not isinstance(input, (str, bytes, bytearray, memoryview)):
             raise ArgumentError(
                 f"input must be str or bytes, got {type(input).__name__} (it is fed to stdin)"
@@ -266,6 +278,7 @@ class Sandbox:
             data = plan.stdin + bytes(data or b"")
         argv = plan.argv
         test = self._note_test()
+        limit = self.default_timeout if timeout is None else timeout
         started = time.monotonic()
         try:
             raw = self._client.run(
@@ -273,7 +286,7 @@ class Sandbox:
                 self.id,
                 argv,
                 input=data,
-                timeout=timeout,
+                timeout=limit,
                 on_output=None if on_output is None else _text_chunks(on_output),
                 description=plan.description,
             )
@@ -282,7 +295,7 @@ class Sandbox:
         except CommandTimeout as error:
             duration = time.monotonic() - started
             self.history.append(
-                CommandRecord(display, None, duration, test, f"timed out after {timeout} s")
+                CommandRecord(display, None, duration, test, f"timed out after {limit:g} s")
             )
             partial = error.result
             partial_result = CommandResult(
@@ -294,8 +307,14 @@ class Sandbox:
                 sandbox=self.name,
                 masked=secret_values(self.options.env, env),
             )
+            message = partial_result._timeout_message(error.timeout)
+            if timeout is None:  # say where a limit nobody wrote at this call came from
+                message += (
+                    "\n(the default --nf-command-timeout; pass timeout=... to run() for "
+                    "a longer one)"
+                )
             raise CommandTimeout(
-                partial_result._timeout_message(error.timeout),
+                message,
                 timeout=error.timeout,
                 result=partial_result,
             ) from None
@@ -309,6 +328,12 @@ class Sandbox:
                     mask(str(error), secret_values(self.options.env, env)),
                 )
             )
+            if isinstance(error, NorthflankError):
+                gone = self._gone(error)
+                if gone is not None:
+                    raise gone from None
+                # The traceback ends at the test's call: the client's frames help nobody.
+                raise error.with_traceback(None) from None
             raise
         duration = time.monotonic() - started
         self.history.append(CommandRecord(display, raw.exit_code, duration, test))
@@ -416,32 +441,54 @@ class Sandbox:
 
     # -------------------------------------------------------------------------------- files
 
-    def upload(self, local_path: str | os.PathLike[str], remote_path: str) -> None:
+    def upload(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """Copy a local file or directory into the sandbox, streamed.
 
         A file lands at ``remote_path`` (inside it, if that is an existing directory); a
         directory's contents land in ``remote_path``. Modes, symlinks and empty directories are
-        kept; the image needs ``sh`` and ``tar``.
+        kept; the image needs ``sh`` and ``tar``. ``timeout`` defaults to
+        ``--nf-command-timeout``.
         """
+        __tracebackhide__ = True  # a failed copy points at the test's line
+        limit = self.default_timeout if timeout is None else timeout
         self._transfer(
             f"upload {os.fspath(local_path)} -> {remote_path}",
-            lambda: self._client.upload(self.project_id, self.id, Path(local_path), remote_path),
+            lambda: self._client.upload(
+                self.project_id, self.id, Path(local_path), remote_path, timeout=limit
+            ),
         )
 
-    def download(self, remote_path: str, local_path: str | os.PathLike[str]) -> None:
+    def download(
+        self,
+        remote_path: str,
+        local_path: str | os.PathLike[str],
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """Copy a file or directory out of the sandbox to ``local_path``, streamed.
 
         A file lands at ``local_path`` (inside it, if that is an existing directory); a
         directory's contents land in ``local_path``. Members that would land outside it are
-        refused (``UnsafeArchiveError``).
+        refused (``UnsafeArchiveError``). ``timeout`` defaults to ``--nf-command-timeout``.
         """
+        __tracebackhide__ = True
+        limit = self.default_timeout if timeout is None else timeout
         self._transfer(
             f"download {remote_path} -> {os.fspath(local_path)}",
-            lambda: self._client.download(self.project_id, self.id, remote_path, Path(local_path)),
+            lambda: self._client.download(
+                self.project_id, self.id, remote_path, Path(local_path), timeout=limit
+            ),
         )
 
     def read_bytes(self, path: str) -> bytes:
         """The content of a file in the sandbox."""
+        __tracebackhide__ = True
         result = self.run(["cat", "--", path])
         if not result.ok:
             raise FileTransferError(
@@ -451,10 +498,12 @@ class Sandbox:
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         """The content of a text file in the sandbox."""
+        __tracebackhide__ = True
         return self.read_bytes(path).decode(encoding)
 
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write ``data`` to a file in the sandbox, creating its parent directories."""
+        __tracebackhide__ = True
         result = self.run(
             ["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "sh", path],
             input=data,
@@ -466,10 +515,12 @@ class Sandbox:
 
     def write_text(self, path: str, text: str, encoding: str = "utf-8") -> None:
         """Write ``text`` to a file in the sandbox, creating its parent directories."""
+        __tracebackhide__ = True
         self.write_bytes(path, text.encode(encoding))
 
     def exists(self, path: str) -> bool:
         """Whether ``path`` exists in the sandbox (file, directory or anything else)."""
+        __tracebackhide__ = True
         return self.run(["test", "-e", path]).ok
 
     # --------------------------------------------------------------------------------- logs
@@ -479,6 +530,7 @@ class Sandbox:
         first. ``lines`` must be at least 1 (``ArgumentError`` otherwise)."""
         if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
             raise ArgumentError(f"lines must be a whole number of at least 1, got {lines!r}")
+        self._check_not_deleted()
         fetched = self._client.fetch_logs(self.project_id, self.id, line_limit=lines)
         return [line.log for line in chronological(fetched)]
 
@@ -550,7 +602,17 @@ class Sandbox:
         """Delete the sandbox now instead of at the end of its scope (idempotent)."""
         if self._deleter is None:
             raise NorthflankError(f"sandbox {self.name} was not made by a provisioner")
+        if self.deleted:
+            return
         self._deleter(self)
+        if self.deleted:
+            self.deleted_by = f"sandbox.delete() in {self._current_test() or 'a fixture'}"
+
+    def mark_deleted(self, by: str) -> None:
+        """Record that the service is gone, when, and by what (named in later errors)."""
+        self.deleted = True
+        self.deleted_at = datetime.now(timezone.utc)
+        self.deleted_by = by
 
     # ----------------------------------------------------------------------------- helpers
 
@@ -560,11 +622,51 @@ class Sandbox:
             self.tests.append(test)
         return test
 
+    def _check_not_deleted(self) -> None:
+        __tracebackhide__ = True
+        if not self.deleted:
+            return
+        when = self.deleted_at.strftime("%H:%M:%S UTC") if self.deleted_at else "an earlier time"
+        raise SandboxDeleted(
+            f"sandbox {self.name} was deleted at {when} (by {self.deleted_by or 'this run'}); "
+            "it can no longer run commands or move files"
+        )
+
+    def _gone(self, error: NorthflankError) -> SandboxDeleted | None:
+        """After a failed call: a SandboxDeleted when the API no longer knows the service
+        (deleted from outside this test), else None (one lookup, only on errors)."""
+        if not isinstance(error, (NotFoundError, ExecError)):
+            return None
+        try:
+            self._client.get_service(self.project_id, self.id)
+        except NotFoundError:
+            pass
+        except NorthflankError:
+            return None  # cannot tell; the original error stands
+        else:
+            return None
+        self.mark_deleted("something outside this test: another process, a reaper or a person")
+        return SandboxDeleted(
+            f"sandbox {self.name} (service {self.id}) no longer exists: it was deleted before "
+            f"{self.deleted_at:%H:%M:%S UTC} (by {self.deleted_by}); the API said: {error}"
+        )
+
     def _transfer(self, what: str, action: Callable[[], object]) -> None:
+        __tracebackhide__ = True  # the client's frames say nothing a user can act on
+        self._check_not_deleted()
         test = self._note_test()
         started = time.monotonic()
         try:
             action()
+        except NorthflankError as error:
+            self.history.append(
+                CommandRecord(what, None, time.monotonic() - started, test, str(error))
+            )
+            gone = self._gone(error)
+            if gone is not None:
+                raise gone from None
+            # Re-raised from here: the traceback ends at the test's call, not in the client.
+            raise error.with_traceback(None) from None
         except Exception as error:
             self.history.append(
                 CommandRecord(what, None, time.monotonic() - started, test, str(error))

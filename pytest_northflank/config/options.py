@@ -126,6 +126,15 @@ OPTIONS: tuple[OptionSpec, ...] = (
         default=120.0,
     ),
     OptionSpec(
+        "command_timeout",
+        "--nf-command-timeout",
+        "nf_command_timeout",
+        "Seconds a command or file transfer in a sandbox may take when the call sets no "
+        "timeout; then it is stopped and CommandTimeout raised. 0: no limit. Default: 900.",
+        metavar="SECONDS",
+        default=900.0,
+    ),
+    OptionSpec(
         "keep",
         "--nf-keep",
         "nf_keep",

@@ -278,6 +278,8 @@ class Settings(BaseModel):
     ready_timeout: Annotated[Seconds, Field(gt=0)] = DEFAULTS["ready_timeout"]
     keep: KeepMode = DEFAULTS["keep"]
     ports: Ports = DEFAULTS["ports"]
+    # What Sandbox.run and the transfers use when the call gives no timeout; 0 is no limit.
+    command_timeout: Annotated[Seconds, Field(ge=0)] = DEFAULTS["command_timeout"]
     expiry: Annotated[Seconds, Field(gt=0)] | None = DEFAULTS["expiry"]
     # "auto" (adapts per process) or a fixed number of sandboxes ahead; 0 is off.
     warm_ahead: Annotated[WarmAheadMode, PlainValidator(_warm_ahead)] = DEFAULTS["warm_ahead"]

@@ -351,8 +351,9 @@ class Provisioner:
         if self.quota is not None:
             self.quota.publish(self.client.rate_limit)
 
-    def delete(self, sandbox: Sandbox) -> bool:
-        """Delete the sandbox's service; False when it was already gone."""
+    def delete(self, sandbox: Sandbox, *, by: str = "pytest-northflank") -> bool:
+        """Delete the sandbox's service; False when it was already gone. ``by`` is named in
+        the error of any later call on it."""
         __tracebackhide__ = True  # users need the message, not our frames
         if sandbox.deleted:
             return False
@@ -377,7 +378,7 @@ class Provisioner:
                 + f"\nDelete it by hand: {sandbox.dashboard_url}"
             ) from None
         self._publish_quota()
-        sandbox.deleted = True
+        sandbox.mark_deleted(by)
         with self._lock:
             if sandbox in self.alive:
                 self.alive.remove(sandbox)
@@ -491,6 +492,7 @@ class Provisioner:
             ),
             current_test=current_test,
             deleter=_refuse_to_delete_shared if shared else self.delete,
+            default_timeout=self.settings.command_timeout or None,
         )
 
     def _take_ready(
@@ -574,7 +576,7 @@ class Provisioner:
                 self.ledger.record_kept(sandbox.name)
             self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
             return
-        self.delete(sandbox)
+        self.delete(sandbox, by="pytest-northflank at the end of the scope that asked for it")
 
     def release_leftovers(self) -> None:
         """Release every sandbox no scope released (made from a thread, say) and delete those

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -186,6 +187,26 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
+def use_it_line(
+    url: str, project: str, token_source: TokenSource, token: str, info_file: Path | None
+) -> str:
+    """``Use it: export ...``: what a shell (pytest, ``pytest-northflank list``) needs. A token
+    the user gave is named where it came from, never printed; a generated one is printed only
+    when no info file holds it."""
+    if token_source == "env":
+        token_text = f'"${TOKEN_ENV}"'
+    elif token_source == "argument":
+        token_text = "<the --token value>"
+    elif info_file is not None:
+        token_text = f"<the token in {info_file}>"
+    else:
+        token_text = shlex.quote(token)
+    return (
+        f"Use it: export NORTHFLANK_API_BASE_URL={shlex.quote(url)} "
+        f"NORTHFLANK_API_TOKEN={token_text} NORTHFLANK_PROJECT_ID={shlex.quote(project)}"
+    )
+
+
 def _watch_process(pid: int, stop_requested: threading.Event) -> None:
     """Set ``stop_requested`` once ``pid`` no longer exists (checked twice a second)."""
 
@@ -285,8 +306,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
             # With an info file the generated token is written there (0600) and nowhere else.
             print(f"token (generated): {server.token}", flush=True)
         print(f"limits: {server.limits_reason}", flush=True)
+        project = (args.projects or ("default-project",))[0]
         print(
-            f"Use it: NORTHFLANK_API_BASE_URL={server.url} NORTHFLANK_API_TOKEN=<the token>; "
+            f"{use_it_line(server.url, project, token_source, server.token, args.info_file)}; "
             "stop with Ctrl-C",
             flush=True,
         )

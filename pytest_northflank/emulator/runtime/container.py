@@ -39,7 +39,12 @@ from pytest_northflank.emulator.runtime.start_in_sandbox import (
     spec_pipe,
     terminate_launcher,
 )
-from pytest_northflank.emulator.runtime.validate import check_argv, check_env, check_window
+from pytest_northflank.emulator.runtime.validate import (
+    check_argv,
+    check_env,
+    check_paths_inside,
+    check_window,
+)
 from pytest_northflank.errors import EmulatorError
 
 IsolationMode = Literal["namespace", "directory"]
@@ -175,6 +180,8 @@ class Container:
         ``error.exit_code``. Raises :class:`EmulatorError` when the sandbox is not running.
         """
         argv = check_argv(argv, "exec argv")
+        if self.isolation == "directory":  # its commands run on the host's file system
+            check_paths_inside(argv, str(self.directory))
         extra_env = check_env(env, "exec env")
         if tty:
             check_window(rows, columns)

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_northflank.emulator.runtime.errors import PathOutsideSandbox
 from pytest_northflank.errors import EmulatorError
+
+# Directory isolation: absolute paths an argument may name outside the sandbox directory.
+# Programs live there (``env A=1 /usr/bin/python3``); everything else (/etc, /tmp, /home, ...)
+# would be the host's.
+HOST_PATHS_ALLOWED = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc/self")
+HOST_FILES_ALLOWED = ("/dev/null", "/dev/zero", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+_SHELLS = ("sh", "bash", "dash", "ash", "zsh")
+
+
+def check_paths_inside(argv: Sequence[str], directory: str) -> None:
+    """Refuse (:class:`PathOutsideSandbox`) an argument that is an absolute path outside
+    ``directory``, except the program paths above. A shell's ``-c`` script is text, not a path:
+    what it does with absolute paths cannot be checked (directory isolation is the weak mode)."""
+    inside = os.path.realpath(directory)
+    script_next = False
+    for position, arg in enumerate(argv):
+        if script_next or position == 0 or not arg.startswith("/"):
+            after_shell = position > 0 and os.path.basename(argv[position - 1]) in _SHELLS
+            script_next = arg == "-c" and after_shell
+            continue
+        script_next = False
+        path = os.path.normpath(arg)
+        if path in HOST_FILES_ALLOWED or any(
+            path == prefix or path.startswith(prefix + "/") for prefix in HOST_PATHS_ALLOWED
+        ):
+            continue
+        real = os.path.realpath(path)
+        if real != inside and not real.startswith(inside + os.sep):
+            raise PathOutsideSandbox(arg)
 
 
 def check_argv(argv: Any, what: str) -> list[str]:

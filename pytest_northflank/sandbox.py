@@ -216,6 +216,9 @@ class Sandbox:
         #: Tests that used this sandbox, and those of them that failed.
         self.tests: list[str] = []
         self.failed_tests: list[str] = []
+        #: How each of ``failed_tests`` went wrong: "failed" (its body) or "error" (set-up or
+        #: teardown); says why a kept sandbox was kept.
+        self.failures: dict[str, str] = {}
         self.deleted = False
         #: When and by what it was deleted (set with ``deleted``), for the error of a later call.
         self.deleted_at: datetime | None = None
@@ -607,6 +610,12 @@ class Sandbox:
         self._deleter(self)
         if self.deleted:
             self.deleted_by = f"sandbox.delete() in {self._current_test() or 'a fixture'}"
+
+    def note_failure(self, test: str, how: str) -> None:
+        """Record that ``test`` (which used this sandbox) failed; ``how``: failed or error."""
+        if test not in self.failed_tests:
+            self.failed_tests.append(test)
+        self.failures.setdefault(test, how)
 
     def mark_deleted(self, by: str) -> None:
         """Record that the service is gone, when, and by what (named in later errors)."""

@@ -229,15 +229,23 @@ def pytest_runtest_makereport(
     state = get_state(item.config)
     if state.sandboxes and (report.when == "call" or (report.when == "setup" and report.failed)):
         _add_image_notices(item, report, state)
-    if report.failed and state.sandboxes:
-        from pytest_northflank.plugin.reporting import sandbox_section, sandboxes_used_by
+    if not state.sandboxes or not (report.failed or report.when == "teardown"):
+        return report
+    from pytest_northflank.plugin.reporting import (
+        add_failure_section,
+        junit_properties,
+        sandboxes_used_by,
+    )
 
-        used = sandboxes_used_by(item, state.sandboxes)
+    used = sandboxes_used_by(item, state.sandboxes)
+    if report.failed:
         for sandbox in used:
-            if item.nodeid not in sandbox.failed_tests:
-                sandbox.failed_tests.append(item.nodeid)
+            sandbox.note_failure(item.nodeid, "failed" if report.when == "call" else "error")
         if used:
-            report.sections.append(("northflank sandbox", sandbox_section(item.nodeid, used)))
+            add_failure_section(report, item.nodeid, used)
+    if report.when == "teardown":
+        # JUnit XML writes the properties of the teardown report (user_properties).
+        report.user_properties.extend(junit_properties(used))
     return report
 
 

@@ -145,6 +145,32 @@ def _process_lines(sandbox: Sandbox, nodeid: str) -> list[str]:
     return lines
 
 
+def add_failure_section(report: pytest.TestReport, nodeid: str, used: list[Sandbox]) -> None:
+    """Put the section on the failure itself when pytest's failure text can carry one: the
+    terminal shows it as before, and JUnit XML (which keeps only "Captured ..." sections of
+    ``report.sections``) gets it inside <failure>/<error>."""
+    section = sandbox_section(nodeid, used)
+    addsection = getattr(report.longrepr, "addsection", None)
+    if callable(addsection):
+        addsection("northflank sandbox", section)
+    else:
+        report.sections.append(("northflank sandbox", section))
+
+
+def junit_properties(used: list[Sandbox]) -> list[tuple[str, object]]:
+    """``northflank.*`` properties of a test case: one set per sandbox it used."""
+    properties: list[tuple[str, object]] = []
+    for sandbox in used:
+        properties += [
+            ("northflank.sandbox", sandbox.name),
+            ("northflank.service_id", sandbox.id),
+            ("northflank.dashboard_url", sandbox.dashboard_url),
+        ]
+        if sandbox.provisioning_seconds is not None:
+            properties.append(("northflank.provisioning_s", f"{sandbox.provisioning_seconds:.3f}"))
+    return properties
+
+
 def _log_tail(sandbox: Sandbox) -> list[str]:
     if sandbox.deleted:
         return ["it was deleted already, and its logs with it"]

@@ -128,7 +128,17 @@ class SandboxFactory:
             options, hint=hint, current_test=lambda: state.current_test, planned=planned
         )
         self._bind_to_scope(sandbox)
+        self._note_scope()
         return sandbox
+
+    def _note_scope(self) -> None:
+        """Note a sandbox made for a module, class or package (see RunStats.scoped)."""
+        stack = self._state.fixture_stack
+        if stack and stack[-1].fixturedef.scope in ("module", "class", "package"):
+            context = stack[-1]
+            self._state.run.stats.scoped.append(
+                [context.fixturedef.scope, context.request.node.nodeid, context.fixturedef.argname]
+            )
 
     def release(self, sandbox: Sandbox) -> None:
         """Delete ``sandbox``, or keep it if its keep mode says so."""

@@ -207,9 +207,30 @@ def write_summary(terminalreporter: Any, state: PluginState) -> None:
         write(line)
     for note in stats.cleanup_notes:
         write(note)
+    from pytest_northflank.plugin.xdist import splitting_dist_mode
+
+    dist = splitting_dist_mode(state.config)
+    if dist is not None:
+        line = copies_line(stats.scoped, dist)
+        if line is not None:
+            write(line)
     if stats.kept:
         for line in kept_lines(stats.kept, state.run.run_id):
             write(line)
+
+
+def copies_line(scoped: list[list[str]], dist: str) -> str | None:
+    """One line when module- or class-scoped sandboxes were made once per xdist worker."""
+    made = [tuple(entry) for entry in scoped]
+    extra = len(made) - len(set(made))
+    if extra <= 0:
+        return None
+    return (
+        f"module/class-scoped sandboxes: {len(set(made))} made {len(made)} times ({extra} "
+        f"{'copy' if extra == 1 else 'copies'}): --dist {dist} gives a module's tests to "
+        "several workers, each making its own; --dist loadscope (or loadfile) keeps them on "
+        "one worker, sharing one sandbox"
+    )
 
 
 def summary_lines(stats: RunStats) -> list[str]:

@@ -62,6 +62,21 @@ def run_of(config: pytest.Config) -> Run:
     )
 
 
+# Modes that may give a module's (or class's) tests to several workers.
+SPLITTING_MODES = ("load", "worksteal", "loadgroup")
+
+
+def splitting_dist_mode(config: pytest.Config) -> str | None:
+    """The controller's ``--dist`` mode when it deals one module's tests to several workers
+    (so module- and class-scoped fixtures run once per worker), else None."""
+    if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
+        return None
+    if not config.getoption("numprocesses", None):
+        return None
+    mode = str(config.getoption("dist", "no"))
+    return mode if mode in SPLITTING_MODES else None
+
+
 def register_controller(config: pytest.Config) -> None:
     """In the xdist controller, register the hooks that hand out the run and clean up."""
     if not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("xdist"):

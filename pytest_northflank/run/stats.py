@@ -24,6 +24,16 @@ class KeptSandbox:
     api_url: str
     tests: list[str] = field(default_factory=list)
     failed_tests: list[str] = field(default_factory=list)
+    # How each failed test went wrong ("failed" or "error"), and the keep mode.
+    failures: dict[str, str] = field(default_factory=dict)
+    keep: str = "on-failure"
+
+    @property
+    def reason(self) -> str:
+        """Why it was kept: ``failed``, ``error`` or ``always``."""
+        if self.failed_tests:
+            return self.failures.get(self.failed_tests[0], "failed")
+        return "always"
 
     @classmethod
     def of(cls, sandbox: Sandbox, settings: Settings) -> KeptSandbox:
@@ -36,6 +46,8 @@ class KeptSandbox:
             api_url=settings.api_url,
             tests=list(sandbox.tests),
             failed_tests=list(sandbox.failed_tests),
+            failures=dict(sandbox.failures),
+            keep=sandbox.options.keep,
         )
 
 
@@ -67,6 +79,10 @@ class RunStats:
     emulators: list[dict[str, str]] = field(default_factory=list)
     # What the run's cleanup did beyond the fixtures' teardown (crashed workers, leftovers).
     cleanup_notes: list[str] = field(default_factory=list)
+    # Sandboxes made by module-, class- or package-scoped fixtures, as [scope, the node id
+    # of the module/class, fixture name]: under xdist the same entry from several workers is
+    # a copy (the summary says how to share them).
+    scoped: list[list[str]] = field(default_factory=list)
     # Emulator images that ran on this machine's userland: notice -> tests affected.
     image_fallbacks: dict[str, int] = field(default_factory=dict)
 
@@ -118,3 +134,4 @@ class RunStats:
         self.emulators += [dict(emulator) for emulator in other.get("emulators", [])]
         for notice, tests in (other.get("image_fallbacks") or {}).items():
             self.note_image_fallback(str(notice), int(tests))
+        self.scoped += [[str(part) for part in entry] for entry in other.get("scoped", [])]

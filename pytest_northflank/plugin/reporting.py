@@ -210,10 +210,9 @@ def write_summary(terminalreporter: Any, state: PluginState) -> None:
     from pytest_northflank.plugin.xdist import splitting_dist_mode
 
     dist = splitting_dist_mode(state.config)
-    if dist is not None:
-        line = copies_line(stats.scoped, dist)
-        if line is not None:
-            write(line)
+    copies = copies_line(stats.scoped, dist) if dist is not None else None
+    if copies is not None:
+        write(copies)
     if stats.kept:
         for line in kept_lines(stats.kept, state.run.run_id):
             write(line)

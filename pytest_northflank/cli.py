@@ -1,9 +1,13 @@
-"""The ``pytest-northflank`` command: list and reap this tool's services, or serve the emulator.
+"""The ``pytest-northflank`` command: list, enter and reap this tool's services, or serve the
+emulator.
 
-    pytest-northflank list --project my-project
+    pytest-northflank list --project my-project     # who kept each one, why, age, deadline
+    pytest-northflank shell nft-k3x9qa-m-1-test-x   # an interactive shell in a kept sandbox
+    pytest-northflank exec nft-k3x9qa-m-1-test-x -- cat /var/log/app.log
     pytest-northflank reap --run k3x9qa            # dry run: says what it would delete
     pytest-northflank reap --expired --yes         # deletes those past their deadline
     pytest-northflank reap --stale --yes           # removes run directories of dead runs
+    pytest-northflank reap --all                   # every one of ours, after a confirmation
     pytest-northflank emulator --port 8080         # Northflank on localhost
     pytest-northflank images load ubuntu.tar       # an image for offline sandboxes
     pytest-northflank forward nft-k3x9qa-gw0-1 8000  # a kept sandbox's port on 127.0.0.1
@@ -93,7 +97,7 @@ def _ours(client: NorthflankClient, project: str) -> list[tuple[ServiceSummary, 
 
 
 def _print_table(rows: list[tuple[ServiceSummary, ServiceOwner]], now: datetime) -> None:
-    header = ("SERVICE", "RUN", "WORKER", "AGE", "DEADLINE")
+    header = ("SERVICE", "RUN", "WORKER", "AGE", "DEADLINE", "KEPT", "TEST")
     lines = [header] + [
         (
             service.id,
@@ -101,6 +105,8 @@ def _print_table(rows: list[tuple[ServiceSummary, ServiceOwner]], now: datetime)
             owner.worker_id,
             _age(owner.created, now),
             owner.deadline.strftime("%Y-%m-%d %H:%M UTC") if owner.deadline else "-",
+            owner.kept or "-",
+            owner.kept_by_test or "-",
         )
         for service, owner in rows
     ]
@@ -148,7 +154,11 @@ def _reap_services(args: argparse.Namespace) -> int:
             print("nothing to reap")
             return 0
         _print_table(rows, now)
-        if not args.yes:
+        if args.all and not args.yes:
+            if not _confirmed(f"delete these {len(rows)} service(s) in project {args.project}?"):
+                print("nothing deleted")
+                return 1
+        elif not args.yes:
             print(f"dry run: {len(rows)} service(s) would be deleted; add --yes to delete them")
             return 0
         failures = 0
@@ -189,10 +199,12 @@ def _reap_run_dirs(args: argparse.Namespace) -> None:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    if not (args.run or args.expired or args.stale):
-        raise UsageError("reap needs --run RUN_ID, --expired or --stale")
+    if not (args.run or args.expired or args.stale or args.all):
+        raise UsageError("reap needs --run RUN_ID, --expired, --stale or --all")
+    if args.all and (args.run or args.expired):
+        raise UsageError("reap --all takes every service of ours: leave out --run and --expired")
     status = 0
-    if args.run or args.expired:
+    if args.run or args.expired or args.all:
         if not args.project:
             raise UsageError("no project: pass --project or set NORTHFLANK_PROJECT_ID")
         status = _reap_services(args)
@@ -228,11 +240,59 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal; anything but y/yes (or no terminal to ask on) is a no."""
+    if not sys.stdin.isatty():
+        print(f"{question} not confirmed: no terminal to ask on; pass --yes in scripts")
+        return False
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _find_service(client: NorthflankClient, project: str, name: str) -> str:
+    """The id of service ``name`` (a name or an id) in ``project``."""
+    for service in client.list_services(project):
+        if name in (service.id, service.name):
+            return service.id
+    raise UsageError(
+        f"no service {name!r} in project {project}; 'pytest-northflank list' shows the kept ones"
+    )
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from pytest_northflank.cli_terminal import bridge
+
+    command = list(args.cmd)
+    if not command:
+        raise UsageError("exec needs a command after --, e.g. exec NAME -- ls -la /tmp")
+    with _client(args) as client:
+        service_id = _find_service(client, args.project, args.name)
+        with client.open_session(args.project, service_id, command, tty=False) as session:
+            return bridge(session, interactive=False)
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from pytest_northflank.cli_terminal import SHELL_ARGV, bridge, terminal_size
+
+    if not sys.stdin.isatty():
+        raise UsageError("shell needs a terminal; to run a command from a script, use exec")
+    rows, columns = terminal_size(sys.stdin.fileno())
+    with _client(args) as client:
+        service_id = _find_service(client, args.project, args.name)
+        with client.open_session(
+            args.project, service_id, SHELL_ARGV, tty=True, rows=rows, columns=columns
+        ) as session:
+            return bridge(session, interactive=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pytest-northflank",
-        description="List and reap pytest-northflank sandboxes, serve the local emulator, or "
-        "manage its image cache.",
+        description="List, enter and reap pytest-northflank sandboxes, serve the local "
+        "emulator, or manage its image cache.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -251,9 +311,26 @@ def build_parser() -> argparse.ArgumentParser:
         if by_run:
             sub.add_argument("--run", default=None, help="only the services of this run id")
 
-    listing = commands.add_parser("list", help="list this tool's services with run, worker, age")
+    listing = commands.add_parser(
+        "list", help="list this tool's services: run, worker, age, deadline, who kept it and why"
+    )
     api_options(listing)
     listing.set_defaults(handler=cmd_list)
+
+    shell = commands.add_parser(
+        "shell", help="an interactive shell in a sandbox (a terminal: resize, Ctrl-C, exit code)"
+    )
+    api_options(shell, by_run=False)
+    shell.add_argument("name", help="service name or id (see list)")
+    shell.set_defaults(handler=cmd_shell)
+
+    execute = commands.add_parser(
+        "exec", help="run one command in a sandbox: exec NAME -- CMD...; exits with its code"
+    )
+    api_options(execute, by_run=False)
+    execute.add_argument("name", help="service name or id (see list)")
+    execute.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command and its args")
+    execute.set_defaults(handler=cmd_exec)
 
     reap = commands.add_parser(
         "reap", help="delete this tool's services by run id or past their deadline"
@@ -265,7 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove local run directories of runs whose processes are all gone",
     )
-    reap.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
+    reap.add_argument(
+        "--all",
+        action="store_true",
+        help="every service this tool made in the project, after a confirmation",
+    )
+    reap.add_argument(
+        "--yes", action="store_true", help="really delete, without asking (default: dry run)"
+    )
     reap.set_defaults(handler=cmd_reap)
 
     forward = commands.add_parser(
@@ -302,10 +386,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return emulator_main(arguments[1:], prog="pytest-northflank emulator")
     parser = build_parser()
+    command: list[str] | None = None
+    if arguments[:1] == ["exec"] and "--" in arguments:
+        # Everything after -- is the command, even words that look like our options.
+        split = arguments.index("--")
+        arguments, command = arguments[:split], arguments[split + 1 :]
     args = parser.parse_args(arguments)
+    if command is not None:
+        args.cmd = command
     try:
         _check_ids(args)
-        if args.command in ("list", "forward") and not args.project:
+        if args.command in ("list", "forward", "exec", "shell") and not args.project:
             raise UsageError("no project: pass --project or set NORTHFLANK_PROJECT_ID")
         return int(args.handler(args))
     except UsageError as exc:

@@ -263,6 +263,15 @@ class NorthflankClient(ClosesOnExit):
             return False
         return True
 
+    def set_service_description(self, project_id: str, service_id: str, description: str) -> None:
+        """Replace a deployment service's description (``PATCH``; idempotent)."""
+        check_ids(project_id=project_id, service_id=service_id)
+        self._rest.request(
+            "PATCH",
+            f"{self._project(project_id)}/services/deployment/{quote(service_id)}",
+            body={"description": description},
+        )
+
     def pause_service(self, project_id: str, service_id: str) -> None:
         """Scale a service to zero and mark it paused."""
         self._rest.request("POST", f"{self._service(project_id, service_id)}/pause")

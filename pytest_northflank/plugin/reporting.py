@@ -281,26 +281,33 @@ def _warm_ahead_mode(stats: RunStats) -> str:
 
 
 def kept_lines(kept: list[KeptSandbox], run_id: str) -> list[str]:
+    """Each kept sandbox, why, and the exact commands to get into it and to delete them."""
+    from pytest_northflank.config.endpoints import is_northflank_api
+    from pytest_northflank.config.options import DEFAULTS
+
     count = f"{len(kept)} sandbox{'es' if len(kept) != 1 else ''}"
     lines = [f"kept {count} (run {run_id}):"]
+    reachable = [box for box in kept if box.backend == "northflank"]
     for box in kept:
-        why = f"failed: {', '.join(box.failed_tests)}" if box.failed_tests else "kept as asked"
+        why = (
+            f"{box.reason}: {', '.join(box.failed_tests)}" if box.failed_tests else "kept as asked"
+        )
         service = "" if box.service_id == box.name else f"service {box.service_id}, "
         lines.append(f"  {box.name} ({service}project {box.project_id}; {why})")
         if box.backend != "northflank":
             continue
-        from pytest_northflank.config.endpoints import is_northflank_api
-
         if is_northflank_api(box.api_url):
             lines.append(f"    dashboard: {box.dashboard_url}")
-            lines.append(
-                f"    shell:  northflank exec service --project {box.project_id} "
-                f"--service {box.service_id}   (the Northflank CLI)"
-            )
         else:  # not Northflank's API: dashboard_url is the service's address in it
             lines.append(f"    api:    {box.dashboard_url}")
-    if any(box.backend == "northflank" for box in kept):
-        lines.append(f"  delete them: pytest-northflank reap --run {run_id} --yes")
+        target = _cli_target(box, DEFAULTS["api_url"])
+        lines.append(f"    shell:  pytest-northflank shell {box.service_id}{target}")
+        lines.append(f"    exec:   pytest-northflank exec {box.service_id}{target} -- CMD...")
+    if reachable:
+        lines.append(
+            f"  delete them: pytest-northflank reap --run {run_id} --yes"
+            f"{_cli_target(reachable[0], DEFAULTS['api_url'])}"
+        )
     if any(box.backend == "emulator" for box in kept):
         lines.append(
             "  The embedded emulator stops with pytest, and its sandboxes with it. To keep one "
@@ -310,6 +317,15 @@ def kept_lines(kept: list[KeptSandbox], run_id: str) -> list[str]:
             "on-failure"
         )
     return lines
+
+
+def _cli_target(box: KeptSandbox, default_api_url: str) -> str:
+    """`` --project P`` and, off the default API, `` --api-url URL``: what the command needs
+    besides the token (taken from the environment only)."""
+    target = f" --project {shlex.quote(box.project_id)}"
+    if box.api_url.rstrip("/") != str(default_api_url).rstrip("/"):
+        target += f" --api-url {shlex.quote(box.api_url)}"
+    return target
 
 
 def _seconds(value: object) -> str:

@@ -39,6 +39,7 @@ from pytest_northflank.errors import (
 from pytest_northflank.probe import Probe
 from pytest_northflank.provisioning.budget import SharedListing, SharedQuota
 from pytest_northflank.provisioning.depth import depth_policy
+from pytest_northflank.provisioning.keeping import record_kept
 from pytest_northflank.provisioning.messages import (
     create_was_refused,
     explain_api_error,
@@ -574,9 +575,17 @@ class Provisioner:
                     self.alive.remove(sandbox)
             if self.ledger is not None:
                 self.ledger.record_kept(sandbox.name)
-            self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
+            self._keep(sandbox)
             return
         self.delete(sandbox, by="pytest-northflank at the end of the scope that asked for it")
+
+    def _keep(self, sandbox: Sandbox) -> None:
+        kept = KeptSandbox.of(sandbox, self.settings)
+        problem = record_kept(self.client, sandbox, kept)
+        with self._lock:
+            self.stats.kept.append(kept)
+            if problem is not None:
+                self.stats.cleanup_notes.append(problem)
 
     def release_leftovers(self) -> None:
         """Release every sandbox no scope released (made from a thread, say) and delete those
@@ -615,7 +624,7 @@ class Provisioner:
             sandbox.kept = True
             if self.ledger is not None:
                 self.ledger.record_kept(sandbox.name)
-            self.stats.kept.append(KeptSandbox.of(sandbox, self.settings))
+            self._keep(sandbox)
             return f"\nKept for inspection (keep={sandbox.options.keep}): {sandbox.dashboard_url}"
         try:
             existed = self.delete(sandbox)

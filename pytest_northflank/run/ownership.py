@@ -3,7 +3,9 @@
 Every service this tool creates is named ``nft-<run>-<worker>-<n>[-<hint>]`` and described as
 ``pytest-northflank run=<run> worker=<worker> created=<iso> [deadline=<iso>]``, so both a person
 reading the dashboard and ``pytest-northflank reap`` can tell which run made it, and no cleanup
-ever touches a service another run (or a human) created.
+ever touches a service another run (or a human) created. A sandbox kept after its tests gets
+`` kept=<failed|error|always> test=<node id>`` appended, so ``pytest-northflank list`` (on any
+machine) says which test kept it and why.
 """
 
 from __future__ import annotations
@@ -88,6 +90,25 @@ class Ownership:
         return service_name.startswith(f"{NAME_PREFIX}-{self.run_id}-")
 
 
+# The API's limit on a description, and the characters its schema allows (plus '=').
+DESCRIPTION_MAX = 200
+_NOT_IN_DESCRIPTION = re.compile(r"[^a-zA-Z0-9.,?\\/'\"()\[\];`%^&*\-_:!=]")
+
+
+def kept_description(description: str, reason: str, test: str | None) -> str:
+    """``description`` with why the sandbox was kept appended (and any earlier note replaced),
+    cut to the API's limit; the node id loses its head first (its test name is at the end)."""
+    base = description.split(" kept=", 1)[0]
+    note = f" kept={reason}"
+    if test:
+        cleaned = _NOT_IN_DESCRIPTION.sub("_", test)
+        room = DESCRIPTION_MAX - len(base) - len(note) - len(" test=")
+        if room >= 12:
+            shown = cleaned if len(cleaned) <= room else "..." + cleaned[-(room - 3) :]
+            note += f" test={shown}"
+    return (base + note)[:DESCRIPTION_MAX]
+
+
 @dataclass(frozen=True)
 class ServiceOwner:
     """Ownership read back from a service's description (see :func:`parse_description`)."""
@@ -96,6 +117,9 @@ class ServiceOwner:
     worker_id: str
     created: datetime | None
     deadline: datetime | None
+    #: Why it was kept (failed, error, always) and the test, when it was kept.
+    kept: str | None = None
+    kept_by_test: str | None = None
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -124,6 +148,8 @@ def parse_description(name: str, description: str | None) -> ServiceOwner | None
         worker_id=fields.get("worker", "?"),
         created=_parse_time(fields.get("created")),
         deadline=_parse_time(fields.get("deadline")),
+        kept=fields.get("kept"),
+        kept_by_test=fields.get("test"),
     )
 
 

@@ -54,7 +54,8 @@ def test_list_shows_run_worker_and_age_of_our_services_only(
 ) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0].split() == ["SERVICE", "RUN", "WORKER", "AGE", "DEADLINE"]
+    header = ["SERVICE", "RUN", "WORKER", "AGE", "DEADLINE", "KEPT", "TEST"]
+    assert out.splitlines()[0].split() == header
     assert "nft-old111-w0-1-test  old111  gw0" in out
     assert "nft-new222-m-1-test" in out
     assert "2h00m" in out
@@ -82,7 +83,7 @@ def test_reap_needs_a_selection_and_list_needs_a_project(
     with pytest.raises(SystemExit) as exited:
         main(["reap"])
     assert exited.value.code == 2
-    assert "reap needs --run RUN_ID, --expired or --stale" in capsys.readouterr().err
+    assert "reap needs --run RUN_ID, --expired, --stale or --all" in capsys.readouterr().err
     monkeypatch.delenv("NORTHFLANK_PROJECT_ID")
     with pytest.raises(SystemExit):
         main(["list"])

@@ -277,7 +277,11 @@ def test_keep_on_failure_says_how_to_reach_and_delete(
             f"  {name} (project {PROJECT}; failed: test_keep.py::test_fails)",
             # A standalone emulator is no dashboard: the service's API address instead.
             f"    api:    {api.url}/v1/projects/{PROJECT}/services/{name}",
-            f"  delete them: pytest-northflank reap --run {run_id} --yes",
+            f"    shell:  pytest-northflank shell {name} --project {PROJECT} --api-url {api.url}",
+            f"    exec:   pytest-northflank exec {name} --project {PROJECT} --api-url {api.url}"
+            " -- CMD...",
+            f"  delete them: pytest-northflank reap --run {run_id} --yes --project {PROJECT} "
+            f"--api-url {api.url}",
         ]
     )
     assert "app.northflank.com" not in result.stdout.str()  # nor in the failure section

@@ -17,7 +17,7 @@ import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -276,7 +276,9 @@ def test_reap_all_with_yes_needs_no_terminal(kept: Kept) -> None:
     with NorthflankClient(
         env["NORTHFLANK_API_TOKEN"], base_url=env["NORTHFLANK_API_BASE_URL"]
     ) as c:
-        spec = DeploymentServiceSpec(name=name, description=owner.description(datetime.now(UTC)))
+        spec = DeploymentServiceSpec(
+            name=name, description=owner.description(datetime.now(timezone.utc))
+        )
         c.create_deployment_service(PROJECT, spec)
         reaped = cli(kept, "reap", "--all", "--yes")
         assert reaped.returncode == 0, reaped.stderr

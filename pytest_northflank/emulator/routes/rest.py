@@ -18,9 +18,7 @@ from pytest_northflank.emulator.state import (
     utcnow,
 )
 from pytest_northflank.emulator.validation import (
-    Problems,
     TagSpec,
-    check_description,
     check_instances_body,
     check_project_body,
     check_service_body,
@@ -169,27 +167,6 @@ async def get_service(request: Request) -> Response:
     return ok(service_detail(service))
 
 
-async def patch_service(request: Request) -> Response:
-    """``PATCH .../services/deployment/{s}``: a partial update; the emulator changes the
-    description (what ``pytest-northflank`` records on a kept sandbox) and refuses the rest."""
-    state = context_of(request).state
-    service = await current(state, *_service_of(request))
-    body = await read_json(request, required=True)
-    if not isinstance(body, dict):
-        raise ApiValidationError("Validation error: body: must be an object", status=400)
-    if "name" in body:
-        raise ApiValidationError("A service's name cannot be changed", status=400)
-    problems = Problems()
-    for field in sorted(set(body) - {"description"}):
-        problems.add(field, "the emulator's PATCH changes description only")
-    description = check_description(problems, body.get("description"))
-    problems.raise_if_any()
-    if "description" in body:
-        service.spec.description = description
-        service.updated_at = utcnow()
-    return ok(service_detail(service))
-
-
 async def delete_service(request: Request) -> Response:
     ctx = context_of(request)
     state = ctx.state
@@ -287,7 +264,6 @@ ROUTES: list[BaseRoute] = [
     *api_routes("/projects/{projectId}/services/deployment", create_service, ["POST"]),
     *api_routes(SERVICE, get_service, ["GET"]),
     *api_routes(SERVICE, delete_service, ["DELETE"]),
-    *api_routes("/projects/{projectId}/services/deployment/{serviceId}", patch_service, ["PATCH"]),
     *api_routes(f"{SERVICE}/pause", pause_service, ["POST"]),
     *api_routes(f"{SERVICE}/resume", resume_service, ["POST"]),
     *api_routes(f"{SERVICE}/restart", restart_service, ["POST"]),

@@ -5,9 +5,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_northflank.run.ownership import (
+    DESCRIPTION_MAX,
     MAX_NAME_LENGTH,
     SERVICE_NAME_RE,
     Ownership,
+    kept_description,
     new_run_id,
     parse_description,
     worker_tag,
@@ -66,3 +68,21 @@ def test_description_round_trips_ownership() -> None:
 )
 def test_services_not_created_by_this_tool_are_not_ours(name: str, description: str | None) -> None:
     assert parse_description(name, description) is None
+
+
+def test_a_kept_note_fits_the_description_limit_and_reads_back() -> None:
+    created = datetime(2026, 1, 5, 17, 0, tzinfo=timezone.utc)
+    owner = Ownership("k3x9qa", "gw3", deadline=created)
+    base = owner.description(created)
+    long_test = "tests/" + "deep/" * 40 + "test_db.py::test_upgrade[unicode ü and spaces]"
+    text = kept_description(base, "failed", long_test)
+    assert len(text) <= DESCRIPTION_MAX
+    assert text.startswith(base + " kept=failed test=...")
+    parsed = parse_description(owner.service_name(1, "x"), text)
+    assert parsed is not None
+    assert (parsed.kept, parsed.run_id, parsed.deadline) == ("failed", "k3x9qa", created)
+    assert parsed.kept_by_test is not None
+    assert parsed.kept_by_test.endswith("test_db.py::test_upgrade[unicode___and_spaces]")
+    # Keeping it again replaces the note instead of adding a second one.
+    again = kept_description(text, "always", "t.py::test_b")
+    assert again == base + " kept=always test=t.py::test_b"

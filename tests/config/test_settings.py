@@ -60,8 +60,8 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
     fields = {spec.field for spec in OPTIONS}
     assert fields == {
         "backend", "project", "team", "api_url", "image", "plan", "tags", "command",
-        "ready_timeout", "keep", "expiry", "warm_ahead", "emulator_isolation",
-        "emulator_ready_delay", "emulator_images", "ports",
+        "ready_timeout", "command_timeout", "keep", "expiry", "warm_ahead",
+        "emulator_isolation", "emulator_ready_delay", "emulator_images", "ports",
     }  # fmt: skip
     for spec in OPTIONS:
         singular = {"tags": "tag", "ports": "port"}
@@ -82,6 +82,8 @@ def test_every_setting_has_an_option_an_ini_key_and_a_model_field() -> None:
         ("command", "/bin/server --port 80", "/bin/server --port 80"),
         ("command", "", ""),
         ("ready_timeout", "300", 300.0),
+        ("command_timeout", "60", 60.0),
+        ("command_timeout", "0", 0.0),
         ("keep", "on-failure", "on-failure"),
         ("emulator_isolation", "directory", "directory"),
         ("emulator_ready_delay", "1.5", 1.5),
@@ -207,6 +209,7 @@ ERRORS_WITH_SOURCES = [
     ({"cli": {"backend": "cloud"}}, "backend from option --nf-backend: 'cloud' is not one of"),
     ({"ini": {"emulator_isolation": "vm"}}, "from ini key nf_emulator_isolation"),
     ({"cli": {"emulator_ready_delay": "-1"}}, "--nf-emulator-ready-delay: '-1' must be at least 0"),
+    ({"ini": {"command_timeout": "-5"}}, f"nf_command_timeout in {INI}: '-5' must be at least 0"),
     (
         {"cli": {"warm_ahead": "-1"}},
         "bad value for warm_ahead from option --nf-warm-ahead: '-1' must be at least 0 "

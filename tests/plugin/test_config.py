@@ -63,6 +63,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "--nf-port=5432/tcp",
         "--nf-command=sleep 600",
         "--nf-ready-timeout=30",
+        "--nf-command-timeout=60",
         "--nf-keep=on-failure",
         "--nf-expiry=7200",
         "--nf-warm-ahead=5",
@@ -85,6 +86,7 @@ def test_every_option_reaches_the_settings(pytester: pytest.Pytester) -> None:
         ],
         "command": "sleep 600",
         "ready_timeout": 30.0,
+        "command_timeout": 60.0,
         "keep": "on-failure",
         "expiry": 7200.0,
         "warm_ahead": 5,
@@ -112,6 +114,7 @@ def test_every_ini_key_reaches_the_settings(pytester: pytest.Pytester) -> None:
         nf_tags = spot-workload other-tag
         nf_command =
         nf_ready_timeout = 45
+        nf_command_timeout = 0
         nf_keep = always
         nf_expiry = 3600
         nf_warm_ahead = auto
@@ -129,6 +132,7 @@ def test_every_ini_key_reaches_the_settings(pytester: pytest.Pytester) -> None:
         "tags": ["spot-workload", "other-tag"],
         "command": "",
         "ready_timeout": 45.0,
+        "command_timeout": 0.0,
         "keep": "always",
         "expiry": 3600.0,
         "warm_ahead": "auto",

@@ -42,8 +42,8 @@ from pytest_northflank.emulator.runtime.start_in_sandbox import (
 from pytest_northflank.emulator.runtime.validate import (
     check_argv,
     check_env,
-    check_paths_inside,
     check_window,
+    map_paths_inside,
 )
 from pytest_northflank.errors import EmulatorError
 
@@ -158,6 +158,14 @@ class Container:
 
     # -- exec ------------------------------------------------------------------------------
 
+    def private_root(self) -> Path:
+        """Directory isolation: where absolute paths outside the sandbox's directory land
+        (``/tmp/x`` is ``<root>/tmp/x``); made on first use, removed with the sandbox."""
+        root = self.directory / "root"
+        if self.directory.is_dir():  # a stopped sandbox's is gone: exec then says so
+            (root / "tmp").mkdir(parents=True, exist_ok=True)
+        return root
+
     async def exec(
         self,
         argv: list[str],
@@ -181,7 +189,7 @@ class Container:
         """
         argv = check_argv(argv, "exec argv")
         if self.isolation == "directory":  # its commands run on the host's file system
-            check_paths_inside(argv, str(self.directory))
+            argv = map_paths_inside(argv, str(self.directory), str(self.private_root()))
         extra_env = check_env(env, "exec env")
         if tty:
             check_window(rows, columns)

@@ -36,20 +36,5 @@ class CommandNotExecutable(CommandNotRunnable, PermissionError):
     """``argv[0]`` exists but cannot be executed (permissions, a directory, bad format); 126."""
 
 
-class PathOutsideSandbox(CommandNotRunnable, PermissionError):
-    """Directory isolation: an argument names an absolute path outside the sandbox's directory,
-    which would reach the host's file system; nothing runs; ``exit_code`` 126."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path, errno.EACCES)
-
-    def __str__(self) -> str:
-        return (
-            f"{self.command}: outside the sandbox: directory isolation runs commands on the host "
-            "and refuses absolute paths outside the sandbox directory (use a relative path, "
-            "$HOME or $TMPDIR, or namespace isolation)"
-        )
-
-
 class LauncherSilent(EmulatorError):
     """A sandbox launcher said nothing within its time: a loaded machine, not a refusal."""

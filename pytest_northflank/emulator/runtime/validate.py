@@ -6,37 +6,40 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_northflank.emulator.runtime.errors import PathOutsideSandbox
 from pytest_northflank.errors import EmulatorError
 
-# Directory isolation: absolute paths an argument may name outside the sandbox directory.
-# Programs live there (``env A=1 /usr/bin/python3``); everything else (/etc, /tmp, /home, ...)
-# would be the host's.
-HOST_PATHS_ALLOWED = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc/self")
-HOST_FILES_ALLOWED = ("/dev/null", "/dev/zero", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+# Directory isolation: absolute paths an argument may name as they are on the host. Programs
+# live there (``env A=1 /usr/bin/python3``); every other absolute path (/etc, /tmp, /srv, ...)
+# is mapped into the sandbox's private root, so nothing lands on the host's.
+HOST_PATHS_KEPT = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc/self")
+HOST_FILES_KEPT = ("/dev/null", "/dev/zero", "/dev/stdin", "/dev/stdout", "/dev/stderr")
 _SHELLS = ("sh", "bash", "dash", "ash", "zsh")
 
 
-def check_paths_inside(argv: Sequence[str], directory: str) -> None:
-    """Refuse (:class:`PathOutsideSandbox`) an argument that is an absolute path outside
-    ``directory``, except the program paths above. A shell's ``-c`` script is text, not a path:
-    what it does with absolute paths cannot be checked (directory isolation is the weak mode)."""
+def map_paths_inside(argv: Sequence[str], directory: str, root: str) -> list[str]:
+    """``argv`` with every argument that is an absolute path outside ``directory`` (the
+    sandbox's own) mapped under ``root`` (``/etc/x`` -> ``<root>/etc/x``), except the program
+    paths above. A shell's ``-c`` script is text, not a path: what it does with absolute paths
+    cannot be mapped (directory isolation is the weak mode)."""
     inside = os.path.realpath(directory)
+    mapped = list(argv)
     script_next = False
     for position, arg in enumerate(argv):
         if script_next or position == 0 or not arg.startswith("/"):
             after_shell = position > 0 and os.path.basename(argv[position - 1]) in _SHELLS
             script_next = arg == "-c" and after_shell
             continue
-        script_next = False
         path = os.path.normpath(arg)
-        if path in HOST_FILES_ALLOWED or any(
-            path == prefix or path.startswith(prefix + "/") for prefix in HOST_PATHS_ALLOWED
+        if path in HOST_FILES_KEPT or any(
+            path == prefix or path.startswith(prefix + "/") for prefix in HOST_PATHS_KEPT
         ):
             continue
         real = os.path.realpath(path)
-        if real != inside and not real.startswith(inside + os.sep):
-            raise PathOutsideSandbox(arg)
+        if real == inside or real.startswith(inside + os.sep):
+            continue
+        # A trailing "/" can matter to the program (tar, cp): keep it.
+        mapped[position] = root + path + ("/" if arg.endswith("/") and path != "/" else "")
+    return mapped
 
 
 def check_argv(argv: Any, what: str) -> list[str]:

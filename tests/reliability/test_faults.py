@@ -256,9 +256,10 @@ def test_afterwards(nf_sandbox):
     result.assert_outcomes(passed=2, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     text = error_text(result)
-    assert "ExecError: exec of sh -c 'echo hi': the server reported an error: Service 'nft-" in (
-        text
-    )
+    # Named as gone (checked with the API), with the API's own words kept.
+    assert "SandboxDeleted: sandbox nft-" in text
+    assert "no longer exists: it was deleted before" in text
+    assert "the API said: exec of sh -c 'echo hi': the server reported an error: Service" in text
     assert "not found in project 'default-project'" in text
     assert "INTERNALERROR" not in output(result)
     assert "error" not in result.parseoutcomes()

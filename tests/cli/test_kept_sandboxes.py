@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
+from northflank_environment import NF_VARIABLES
 
 from pytest_northflank.client import NorthflankClient
 from pytest_northflank.client.models import DeploymentServiceSpec
@@ -51,6 +52,12 @@ class Kept:
     summary: str
 
 
+def clean_environ() -> dict[str, str]:
+    """Ours without what could point a run elsewhere (NF_EMULATOR_IMAGES=off stays)."""
+    dropped = {*NF_VARIABLES, "PYTEST_XDIST_WORKER"}
+    return {name: value for name, value in os.environ.items() if name not in dropped}
+
+
 @pytest.fixture(scope="module")
 def emulator_env() -> Iterator[dict[str, str]]:
     """A standalone emulator with a generated token; the environment its "Use it:" line
@@ -59,7 +66,7 @@ def emulator_env() -> Iterator[dict[str, str]]:
         [sys.executable, "-m", "pytest_northflank.emulator", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("NORTHFLANK_", "NF_"))},
+        env=clean_environ(),
     )
     assert process.stdout is not None
     try:
@@ -75,10 +82,7 @@ def emulator_env() -> Iterator[dict[str, str]]:
             "NORTHFLANK_API_TOKEN",
             "NORTHFLANK_PROJECT_ID",
         }
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NORTHFLANK_", "NF_"))}
-        env.pop("PYTEST_ADDOPTS", None)
-        env.pop("PYTEST_XDIST_WORKER", None)
-        yield env | exported
+        yield clean_environ() | exported
     finally:
         process.terminate()
         process.wait(30)

@@ -56,8 +56,11 @@ class Process:
         secrets: Sequence[str] = (),
         on_exit: Callable[[Process], None] = lambda _process: None,
         test: str | None = None,
+        default_timeout: float | None = None,
     ) -> None:
         self.command = command
+        #: What :meth:`wait` uses when given no timeout (``--nf-command-timeout``; None: none).
+        self.default_timeout = default_timeout
         #: The test that started it (for the failure report).
         self.test = test
         self._session = session
@@ -252,18 +255,21 @@ class Process:
     def wait(self, timeout: float | None = None) -> CommandResult:
         """Wait until the process ends and return its result (output, exit code).
 
-        After ``timeout`` seconds :class:`~pytest_northflank.errors.WaitTimeout` is raised and
-        the process keeps running.
+        After ``timeout`` seconds (default: ``--nf-command-timeout``)
+        :class:`~pytest_northflank.errors.WaitTimeout` is raised and the process keeps running.
         """
         __tracebackhide__ = True
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limit = self.default_timeout if timeout is None else timeout
+        deadline = None if limit is None else time.monotonic() + limit
         with self._changed:
             while not self._ended:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
+                    where = " (the default --nf-command-timeout)" if timeout is None else ""
                     raise WaitTimeout(
-                        f"{self._describe()} did not end within {timeout:g}s\n{self.tail()}",
-                        timeout=timeout or 0.0,
+                        f"{self._describe()} did not end within {limit or 0:g}s{where}\n"
+                        f"{self.tail()}",
+                        timeout=limit or 0.0,
                     )
                 self._changed.wait(remaining)
             return CommandResult(

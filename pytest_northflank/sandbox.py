@@ -390,6 +390,7 @@ class Sandbox:
             signal_group=self._signal_group,
             secrets=masked,
             test=test,
+            default_timeout=self.default_timeout,
         )
         self.processes.append(process)
         return process

@@ -22,12 +22,18 @@ def test_a_hanging_command_is_stopped_by_the_default_timeout(pytester: pytest.Py
         def test_hangs(nf_sandbox):
             nf_sandbox.run("echo started; sleep 600")
 
+        def test_a_background_wait_too(nf_sandbox):
+            nf_sandbox.start("sleep 600").wait()
+
         def test_an_explicit_timeout_wins(nf_sandbox):
             assert nf_sandbox.run("sleep 2; echo done", timeout=30).stdout == "done\\n"
         """
     )
     result = run(pytester)
-    result.assert_outcomes(failed=1, passed=1)
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(
+        ["E *WaitTimeout: *sleep 600* did not end within 1s (the default --nf-command-timeout)*"]
+    )
     result.stdout.fnmatch_lines(
         [
             "E *CommandTimeout: command 'echo started; sleep 600' timed out after 1s and was "

@@ -160,10 +160,10 @@ class Container:
 
     def private_root(self) -> Path:
         """Directory isolation: where absolute paths outside the sandbox's directory land
-        (``/tmp/x`` is ``<root>/tmp/x``); made on first use, removed with the sandbox."""
+        (``/etc/x`` is ``<root>/etc/x``); made on first use, removed with the sandbox."""
         root = self.directory / "root"
         if self.directory.is_dir():  # a stopped sandbox's is gone: exec then says so
-            (root / "tmp").mkdir(parents=True, exist_ok=True)
+            root.mkdir(exist_ok=True)
         return root
 
     async def exec(

@@ -9,10 +9,13 @@ from typing import Any
 from pytest_northflank.errors import EmulatorError
 
 # Directory isolation: absolute paths an argument may name as they are on the host. Programs
-# live there (``env A=1 /usr/bin/python3``); every other absolute path (/etc, /tmp, /srv, ...)
-# is mapped into the sandbox's private root, so nothing lands on the host's.
-HOST_PATHS_KEPT = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc/self")
-HOST_FILES_KEPT = ("/dev/null", "/dev/zero", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+# live there (``env A=1 /usr/bin/python3``), and /tmp is the scratch space a shell script
+# names in its own text (which cannot be mapped), so both sides must agree on it; "/" alone is
+# a working directory. Every other absolute path into one of the host's top-level directories
+# (/etc, /srv, /root, ...) is mapped into the sandbox's private root, so a new file there never
+# lands on the host's.
+HOST_PATHS_KEPT = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/proc/self", "/tmp")
+HOST_FILES_KEPT = ("/", "/dev/null", "/dev/zero", "/dev/stdin", "/dev/stdout", "/dev/stderr")
 _SHELLS = ("sh", "bash", "dash", "ash", "zsh")
 
 
@@ -36,6 +39,11 @@ def map_paths_inside(argv: Sequence[str], directory: str, root: str) -> list[str
             continue
         real = os.path.realpath(path)
         if real == inside or real.startswith(inside + os.sep):
+            continue
+        # Only paths into the host's own top-level directories: "/health" as a URL path, say,
+        # is no file of the host's, and mapping it would change what the program is told.
+        top = "/" + path.split("/")[1]
+        if not os.path.isdir(top):
             continue
         # A trailing "/" can matter to the program (tar, cp): keep it.
         mapped[position] = root + path + ("/" if arg.endswith("/") and path != "/" else "")

@@ -101,8 +101,9 @@ class SandboxFactory:
         """A new ready sandbox, deleted when the fixture or test that asked for it finishes.
 
         Takes the keywords of the ``nf_sandbox`` marker (image, plan, env, tags, command,
-        ready_timeout, keep, ready, ports), layered like markers on top of the markers in scope: a keyword
-        left out comes from them, then from the settings; ``env`` and ``tags`` merge.
+        ready_timeout, keep, ready, ports), layered like markers on top of the markers in
+        scope: a keyword left out comes from them, then from the settings; ``env`` and
+        ``tags`` merge.
         """
         __tracebackhide__ = True  # a bad keyword is reported at the caller's line
         from pytest_northflank.config.settings import layer, layered_markers, overrides_from

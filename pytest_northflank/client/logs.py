@@ -207,3 +207,10 @@ def open_tail(
         conn.close()
         raise
     return LogTail(conn, recv_timeout=recv_timeout, where=path)
+
+
+def chronological(lines: list[LogLine]) -> list[LogLine]:
+    """Log lines oldest first, whichever way the API ordered them (stable for equal times)."""
+    if lines and all(line.ts is not None for line in lines):
+        return sorted(lines, key=lambda line: line.ts or _EPOCH)
+    return lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 from pytest_northflank.client import NorthflankClient
+from pytest_northflank.client.logs import chronological
 from pytest_northflank.client.models import DeploymentServiceSpec, Service
 from pytest_northflank.config.settings import Settings
 from pytest_northflank.errors import (
@@ -23,7 +24,6 @@ from pytest_northflank.errors import (
     RateLimitedError,
 )
 from pytest_northflank.redaction import mask, secret_values
-from pytest_northflank.sandbox import chronological
 
 LOG_LINES_IN_ERRORS = 20
 

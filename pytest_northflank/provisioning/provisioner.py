@@ -1,8 +1,8 @@
 """From sandbox options to a ready service and back: create, wait for readiness, delete.
 
-(Near 600 lines: one class whose steps share its lock, ledger and stats; the texts that explain
+(About 560 lines: one class whose steps share its lock, ledger and stats; the texts that explain
 failures live in :mod:`.messages`, the clients in :mod:`.backend`, the breaker in
-:mod:`.preflight`.)
+:mod:`.preflight`, releasing and keeping in :mod:`.keeping`.)
 
 The three steps are separate methods of :class:`Provisioner` (``create``, ``wait_ready``,
 ``delete``) so that cleanup and warm-ahead provisioning can drive them on their own. API errors
@@ -39,7 +39,7 @@ from pytest_northflank.errors import (
 from pytest_northflank.probe import Probe
 from pytest_northflank.provisioning.budget import SharedListing, SharedQuota
 from pytest_northflank.provisioning.depth import depth_policy
-from pytest_northflank.provisioning.keeping import record_kept
+from pytest_northflank.provisioning.keeping import Releasing
 from pytest_northflank.provisioning.messages import (
     create_was_refused,
     explain_api_error,
@@ -57,7 +57,7 @@ from pytest_northflank.run.files import RunDirError
 from pytest_northflank.run.identity import Run
 from pytest_northflank.run.ledger import Ledger
 from pytest_northflank.run.ownership import Ownership, delete_refusal, is_name_of_run
-from pytest_northflank.run.stats import KeptSandbox, RunStats
+from pytest_northflank.run.stats import RunStats
 from pytest_northflank.sandbox import Sandbox
 
 # A wait longer than this shows a progress line, and again every as long.
@@ -65,8 +65,6 @@ PROGRESS_AFTER = 10.0
 # Seconds one sandbox's delete may take, retries of connection failures and 5xx included;
 # what is not deleted by then stays in the ledger for the end-of-session sweep and the reaper.
 DELETE_WITHIN = 10.0
-# Releasing many sandboxes that takes longer than this shows progress lines.
-RELEASE_PROGRESS_AFTER = 5.0
 
 
 def _refuse_to_delete_shared(sandbox: Sandbox) -> None:
@@ -76,7 +74,7 @@ def _refuse_to_delete_shared(sandbox: Sandbox) -> None:
     )
 
 
-class Provisioner:
+class Provisioner(Releasing):
     """Creates sandboxes, waits until they are ready, and deletes (or keeps) them."""
 
     def __init__(
@@ -560,76 +558,3 @@ class Provisioner:
         if self._register is not None:
             self._register(sandbox)
         return sandbox
-
-    def release(self, sandbox: Sandbox) -> None:
-        """End of the sandbox's scope: delete it, or keep it when its keep mode says so."""
-        __tracebackhide__ = True  # users need the message, not our frames
-        if sandbox.deleted or sandbox.kept:
-            return
-        self.client.stop_forwarding(self.project_id, sandbox.id)  # the test's side ends here
-        keep = sandbox.options.keep
-        if keep == "always" or (keep == "on-failure" and sandbox.failed_tests):
-            sandbox.kept = True
-            with self._lock:
-                if sandbox in self.alive:
-                    self.alive.remove(sandbox)
-            if self.ledger is not None:
-                self.ledger.record_kept(sandbox.name)
-            self._keep(sandbox)
-            return
-        self.delete(sandbox, by="pytest-northflank at the end of the scope that asked for it")
-
-    def _keep(self, sandbox: Sandbox) -> None:
-        kept = KeptSandbox.of(sandbox, self.settings)
-        problem = record_kept(self.client, sandbox, kept)
-        with self._lock:
-            self.stats.kept.append(kept)
-            if problem is not None:
-                self.stats.cleanup_notes.append(problem)
-
-    def release_leftovers(self) -> None:
-        """Release every sandbox no scope released (made from a thread, say) and delete those
-        made ahead that no test took; report failures."""
-        errors = []
-        if self.pool is not None:
-            pool, self.pool = self.pool, None
-            try:
-                pool.close()
-            except (NorthflankError, OSError) as error:  # OSError: the shelf file is gone
-                errors.append(str(error))
-            with self._lock:
-                self.stats.made_ahead += pool.made
-                self.stats.note_warm_ahead(pool.policy.mode, pool.depth_reached)
-        self.board.close()
-        leftovers = list(self.alive)
-        started = self._clock()
-        next_progress = started + RELEASE_PROGRESS_AFTER
-        for done, sandbox in enumerate(leftovers, 1):
-            try:
-                self.release(sandbox)
-            except NorthflankError as error:
-                errors.append(str(error))
-            now = self._clock()
-            if self.progress is not None and now >= next_progress and done < len(leftovers):
-                self.progress(
-                    f"releasing sandboxes: {done} of {len(leftovers)} after {now - started:.0f} s"
-                )
-                next_progress = now + RELEASE_PROGRESS_AFTER
-        if errors:
-            raise ProvisioningError("\n".join(errors))
-
-    def _after_failure(self, sandbox: Sandbox) -> str:
-        """Delete a sandbox that never became ready (unless asked to keep), and say so."""
-        if sandbox.options.keep != "never":
-            sandbox.kept = True
-            if self.ledger is not None:
-                self.ledger.record_kept(sandbox.name)
-            self._keep(sandbox)
-            return f"\nKept for inspection (keep={sandbox.options.keep}): {sandbox.dashboard_url}"
-        try:
-            existed = self.delete(sandbox)
-        except ProvisioningError as error:
-            return f"\n{error}"
-        if not existed:
-            return "\nThe sandbox was already gone (deleted from outside this run)."
-        return "\nThe sandbox was deleted."

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_northflank import CommandFailed, CommandResult
-from pytest_northflank.sandbox import CommandPlan, build_command
+from pytest_northflank.commands import CommandPlan, build_command
 
 # Prints its argv, cwd and one environment variable as JSON: what the command really received.
 PROBE = (

@@ -18,18 +18,19 @@ from starlette.websockets import WebSocket
 from pytest_northflank.emulator.context import context_of, ok
 from pytest_northflank.emulator.job_runs import JobRuns, RunRecord
 from pytest_northflank.emulator.jobs import JobRecord
-from pytest_northflank.emulator.routes.logs import LogQuery, log_entry, parse_log_query
+from pytest_northflank.emulator.routes.logs import (
+    LogQuery,
+    StreamStarter,
+    log_entry,
+    parse_log_query,
+    serve_tail,
+)
 from pytest_northflank.emulator.routes.rest import api_routes
 from pytest_northflank.emulator.routes.ws_common import (
-    CLOSE_NORMAL,
-    ClientGone,
-    FrameError,
     FrameSender,
-    handshake,
-    receive_frame,
 )
 from pytest_northflank.emulator.runtime import LogRecord
-from pytest_northflank.errors import ApiValidationError, NorthflankError
+from pytest_northflank.errors import ApiValidationError
 
 JOB_LOGS = "/projects/{projectId}/jobs/{jobId}/logs"
 TAIL_POLL_SECONDS = 0.1
@@ -93,37 +94,14 @@ async def fetch_job_logs(request: Request) -> Response:
 
 
 async def tail_job_logs(websocket: WebSocket) -> None:
-    ctx = context_of(websocket)
-    await websocket.accept()
-    sender = FrameSender(websocket)
-    if await handshake(websocket, sender, ctx) is None:
-        return
-    try:
+    def open_stream() -> StreamStarter:
         query = parse_log_query(websocket.query_params)
-        job = ctx.jobs.job(websocket.path_params["projectId"], websocket.path_params["jobId"])
-        run = _run(ctx.jobs, job, websocket.query_params)
-    except NorthflankError as exc:
-        await sender.send({"type": "init", "data": {"auth": "successful"}})
-        await sender.error(str(getattr(exc, "api_message", exc)))
-        return
-    await sender.send({"type": "init", "data": {"auth": "successful"}})
-    listener = asyncio.create_task(_until_client_leaves(websocket))
-    try:
-        await _stream(ctx.jobs, job, run, query, sender, listener)
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
-    await sender.close(CLOSE_NORMAL)
+        jobs = context_of(websocket).jobs
+        job = jobs.job(websocket.path_params["projectId"], websocket.path_params["jobId"])
+        run = _run(jobs, job, websocket.query_params)
+        return lambda sender, listener: _stream(jobs, job, run, query, sender, listener)
 
-
-async def _until_client_leaves(websocket: WebSocket) -> None:
-    while True:
-        try:
-            await receive_frame(websocket)
-        except ClientGone:
-            return
-        except FrameError:
-            continue
+    await serve_tail(websocket, open_stream)
 
 
 async def _stream(

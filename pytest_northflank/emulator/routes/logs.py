@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +34,8 @@ from pytest_northflank.emulator.state import ServiceRecord, iso, utcnow
 from pytest_northflank.errors import ApiValidationError, NorthflankError
 
 DEFAULT_LINE_LIMIT = 100
+# Streams log lines to a tail WebSocket until the client (the listener task) leaves.
+StreamStarter = Callable[[FrameSender, "asyncio.Task[None]"], Awaitable[None]]
 MAX_LINE_LIMIT = 10_000
 LOG_TYPES = ("runtime", "ingress", "mesh", "cdn")
 TAIL_POLL_SECONDS = 0.1
@@ -195,34 +197,48 @@ class _Follower:
         return found
 
 
-async def tail_logs(websocket: WebSocket) -> None:
+async def serve_tail(
+    websocket: WebSocket,
+    open_stream: Callable[[], StreamStarter],
+) -> None:
+    """The log-tail WebSocket's life, shared by services and jobs: authenticate, resolve what
+    to stream (``open_stream``; an API error there is sent as an error frame after a
+    successful init, as Northflank does), stream until the client leaves, close normally."""
     ctx = context_of(websocket)
     await websocket.accept()
     sender = FrameSender(websocket)
     if await handshake(websocket, sender, ctx) is None:
         return
     try:
-        if (websocket.query_params.get("queryType") or "tail") != "tail":
-            raise _bad("queryType", "must be tail over a WebSocket")
-        query = parse_log_query(websocket.query_params)
-        service = ctx.state.service(
-            websocket.path_params["projectId"], websocket.path_params["serviceId"]
-        )
+        stream = open_stream()
     except NorthflankError as exc:
         await sender.send({"type": "init", "data": {"auth": "successful"}})
         await sender.error(str(getattr(exc, "api_message", exc)))
         return
     await sender.send({"type": "init", "data": {"auth": "successful"}})
-    listener = asyncio.create_task(_until_client_leaves(websocket))
+    listener = asyncio.create_task(until_client_leaves(websocket))
     try:
-        await _stream(service, query, sender, listener)
+        await stream(sender, listener)
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
     await sender.close(CLOSE_NORMAL)
 
 
-async def _until_client_leaves(websocket: WebSocket) -> None:
+async def tail_logs(websocket: WebSocket) -> None:
+    def open_stream() -> StreamStarter:
+        if (websocket.query_params.get("queryType") or "tail") != "tail":
+            raise _bad("queryType", "must be tail over a WebSocket")
+        query = parse_log_query(websocket.query_params)
+        service = context_of(websocket).state.service(
+            websocket.path_params["projectId"], websocket.path_params["serviceId"]
+        )
+        return lambda sender, listener: _stream(service, query, sender, listener)
+
+    await serve_tail(websocket, open_stream)
+
+
+async def until_client_leaves(websocket: WebSocket) -> None:
     """Clients send nothing after init; read (and ignore) until they close."""
     while True:
         try:

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import tarfile
 
-from pytest_northflank.errors import UnsafeArchiveError
+from pytest_northflank.errors import FileTransferError, UnsafeArchiveError
 
 __all__ = ["DAMAGED", "clamp_mtime", "member_parts", "within"]
 
@@ -46,3 +47,27 @@ def clamp_mtime(info: tarfile.TarInfo) -> int:
         return 0
     low, high = MTIME_RANGE
     return min(max(seconds, low), high)
+
+
+def real_parent(root: str, parts: list[str], name: str) -> str:
+    """The real directory under ``root`` that will hold ``parts[-1]`` (member ``name``), made
+    if missing. A symlink on the way is refused (writing through a link could leave ``root``),
+    and so is a file where a directory should be."""
+    current = root
+    for part in parts[:-1]:
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            os.mkdir(current, 0o755)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeArchiveError(
+                f"archive member {name!r} would be written through the symlink "
+                f"{os.path.relpath(current, root)!r}"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise FileTransferError(
+                f"cannot extract {name!r}: {os.path.relpath(current, root)!r} is not a directory"
+            )
+    return current

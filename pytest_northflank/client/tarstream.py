@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from pytest_northflank.errors import FileTransferError, UnsafeArchiveError
-from pytest_northflank.tarsafety import DAMAGED, clamp_mtime, member_parts, within
+from pytest_northflank.tarsafety import DAMAGED, clamp_mtime, member_parts, real_parent, within
 
 __all__ = [
     "ChunkWriter",
@@ -217,27 +217,7 @@ class _TreeWriter:
         self.dir_attrs: list[tuple[str, int, int]] = []
 
     def _parent(self, parts: list[str], name: str) -> str:
-        """The real directory that will hold ``parts[-1]``; made if missing. A symlink (or a
-        file) on the way is refused: writing through a link could leave the target."""
-        current = self.root
-        for part in parts[:-1]:
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                os.mkdir(current, 0o755)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise UnsafeArchiveError(
-                    f"archive member {name!r} would be written through the symlink "
-                    f"{os.path.relpath(current, self.root)!r}"
-                )
-            if not stat.S_ISDIR(st.st_mode):
-                raise FileTransferError(
-                    f"cannot extract {name!r}: {os.path.relpath(current, self.root)!r} "
-                    "is not a directory"
-                )
-        return current
+        return real_parent(self.root, parts, name)
 
     def _clear(self, path: str, name: str) -> None:
         """Remove a file or symlink at ``path`` so the member replaces it (never a directory)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pytest_northflank.errors import UnsafeArchiveError
-from pytest_northflank.tarsafety import DAMAGED, clamp_mtime, member_parts
+from pytest_northflank.tarsafety import DAMAGED, clamp_mtime, member_parts, real_parent
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -136,22 +136,7 @@ class _LayerWriter:
     # -- paths -----------------------------------------------------------------------------
 
     def _parent(self, parts: list[str], name: str) -> str:
-        """The real directory holding ``parts[-1]``, made if missing; never via a symlink."""
-        current = self.root
-        for part in parts[:-1]:
-            current = os.path.join(current, part)
-            try:
-                st = os.lstat(current)
-            except FileNotFoundError:
-                os.mkdir(current, 0o755)
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                raise UnsafeArchiveError(
-                    f"archive member {name!r} would be written through a symlink"
-                )
-            if not stat.S_ISDIR(st.st_mode):
-                raise UnsafeArchiveError(f"archive member {name!r}: a parent is not a directory")
-        return current
+        return real_parent(self.root, parts, name)
 
     def _slot(self, parts: list[str], name: str) -> str:
         """A free path for a non-directory member; a later member replaces an earlier one."""

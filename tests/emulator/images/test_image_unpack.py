@@ -38,8 +38,8 @@ def test_files_links_and_absolute_symlink_targets_are_kept(tmp_path: Path) -> No
     [
         (Layer().file("/etc/passwd", b"x"), "absolute path"),
         (Layer().file("a/../../escape", b"x"), "'..'"),
-        (Layer().symlink("out", "/etc").file("out/passwd", b"x"), "through a symlink"),
-        (Layer().symlink("up", "..").file("up/x", b"x"), "through a symlink"),
+        (Layer().symlink("out", "/etc").file("out/passwd", b"x"), "through the symlink .out."),
+        (Layer().symlink("up", "..").file("up/x", b"x"), "through the symlink .up."),
         (Layer().hardlink("h", "missing"), "not an earlier file"),
         (Layer().hardlink("h", "../../etc/shadow"), "'..'"),
     ],

@@ -433,12 +433,17 @@ def _merge_names(outer: Sequence[Any], closer: Sequence[Any]) -> tuple[Any, ...]
     return tuple(dict.fromkeys((*outer, *closer)))
 
 
+def _merge_ports(outer: Sequence[PortSpec], closer: Sequence[PortSpec]) -> tuple[PortSpec, ...]:
+    """Ports of both layers, one per port number, the closer layer's winning."""
+    return tuple({**{p.port: p for p in outer}, **{p.port: p for p in closer}}.values())
+
+
 # Keywords whose values add up across layers (the closer value winning per key) instead of
-# being replaced; every other keyword takes the closest layer's value. A keyword holding a
-# mapping per key (ports, say) adds its own merge here.
+# being replaced; every other keyword takes the closest layer's value.
 MERGED_KEYWORDS: dict[str, Callable[[Any, Any], Any]] = {
     "env": _merge_mapping,
     "tags": _merge_names,
+    "ports": _merge_ports,
 }
 
 

@@ -63,10 +63,22 @@ def test_warm_ahead_plans_with_the_same_layering() -> None:
     assert plain == settings.sandbox_options()
 
 
+def test_ports_merge_per_port_number_the_closest_winning() -> None:
+    markers = (
+        ((), {"ports": [{"port": 8000, "public": True, "name": "web"}]}),
+        ((), {"ports": [8000, {"port": 5432, "protocol": "TCP", "name": "db"}]}),
+    )
+    [options] = plan([Demand("t.py::test", markers)], Settings.model_validate({}))
+    by_port = {port.port: port for port in options.ports}
+    assert sorted(by_port) == [5432, 8000]
+    assert (by_port[8000].name, by_port[8000].public) == ("web", True)  # the test's marker
+    assert (by_port[5432].name, by_port[5432].protocol) == ("db", "TCP")
+
+
 def test_markers_help_says_how_they_layer(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--markers")
     text = " ".join(result.stdout.str().split())
-    assert "closest marker wins per keyword; env and tags merge" in text
+    assert "closest marker wins per keyword; env, tags and ports merge" in text
 
 
 def test_a_factory_typo_is_reported_at_the_callers_line(pytester: pytest.Pytester) -> None:

@@ -172,6 +172,8 @@ class Sandbox:
                 timeout=limit,
                 on_output=None if on_output is None else text_chunks(on_output),
                 description=plan.description,
+                # The default limit must not need coreutils' timeout in the image.
+                stop_remotely=timeout is not None,
             )
         except ArgumentError:
             raise  # refused before anything was sent (a bad timeout): nothing ran

@@ -364,6 +364,7 @@ class NorthflankClient(ClosesOnExit):
         timeout: float | None = None,
         on_output: Callable[[str, bytes], object] | None = None,
         description: str | None = None,
+        stop_remotely: bool = True,
     ) -> ExecResult:
         """Run a command to completion and return its exit code and exact output bytes.
 
@@ -371,7 +372,9 @@ class NorthflankClient(ClosesOnExit):
         another ``shell`` such as ``"bash -c"`` gets the string appended); a sequence is an argv
         run as is. ``input`` is written to stdin, then EOF. With ``timeout`` the command runs
         under coreutils ``timeout -k 2 <timeout>`` so it is stopped remotely, and the client
-        gives up a few seconds later; either way ``CommandTimeout`` is raised.
+        gives up a few seconds later; either way ``CommandTimeout`` is raised. With
+        ``stop_remotely=False`` (a default limit: the image need not have ``timeout``) the
+        client stops waiting at ``timeout`` and closes the session.
         ``on_output(stream, data)`` sees each output chunk as it arrives (the result holds
         them all too).
         ``description``: how messages show the command (default: its argv, quoted).
@@ -387,6 +390,7 @@ class NorthflankClient(ClosesOnExit):
             timeout=timeout,
             on_output=on_output,
             description=description,
+            stop_remotely=stop_remotely,
         )
 
     def open_session(

@@ -60,6 +60,7 @@ def run_command(
     timeout: float | None = None,
     on_output: Callable[[str, bytes], object] | None = None,
     description: str | None = None,
+    stop_remotely: bool = True,
 ) -> ExecResult:
     """Run one command to completion (see ``NorthflankClient.run``)."""
     __tracebackhide__ = True  # pytest would print argv, which may carry env values
@@ -68,7 +69,8 @@ def run_command(
     if input is not None and not isinstance(input, (bytes, bytearray, memoryview)):
         raise ArgumentError(f"input must be bytes or None, got {type(input).__name__}")
     description = description or describe_argv(argv)
-    wire = argv if timeout is None else _with_timeout(argv, timeout)
+    remote = timeout is not None and stop_remotely
+    wire = _with_timeout(argv, timeout) if remote and timeout is not None else argv
     session = connector.start(
         project_id, service_id, wire, wait_for_init=False, description=description
     )
@@ -82,10 +84,20 @@ def run_command(
                 target=_feed, args=(session, input), name="nf-exec-stdin", daemon=True
             )
             feeder.start()
-        wait_limit = None if timeout is None else timeout + _KILL_AFTER + TIMEOUT_GRACE
+        wait_limit = timeout
+        if remote and timeout is not None:
+            wait_limit = timeout + _KILL_AFTER + TIMEOUT_GRACE
         result = session.wait(timeout=wait_limit, on_output=on_output)
     except CommandTimeout as waited:
         assert timeout is not None
+        if not remote:
+            raise CommandTimeout(
+                f"command {description} did not finish within {timeout:g}s; the connection "
+                f"was closed after {session.stdout_bytes} bytes of stdout and "
+                f"{session.stderr_bytes} bytes of stderr",
+                timeout=timeout,
+                result=waited.result,
+            ) from None
         raise CommandTimeout(
             f"command {description} did not finish within {timeout:g}s and the remote "
             f"`timeout` did not stop it within {_KILL_AFTER + TIMEOUT_GRACE:g}s more; the "
@@ -101,7 +113,12 @@ def run_command(
     # `timeout` exits 124 (SIGTERM worked) or 137 (SIGKILL needed). The client-side clock runs
     # longer than the remote one, so a command that exited 124 on its own before the limit is
     # not mistaken for a timeout.
-    if timeout is not None and result.exit_code in (124, 137) and result.duration >= timeout:
+    if (
+        remote
+        and timeout is not None
+        and result.exit_code in (124, 137)
+        and result.duration >= timeout
+    ):
         raise CommandTimeout(
             f"command {description} timed out after {timeout:g}s and was stopped "
             f"(exit {result.exit_code}); partial output: {len(result.stdout)} bytes of stdout, "

@@ -1,6 +1,9 @@
 """The Northflank API client: REST on one pooled ``httpx.Client``, commands and file copy over
 the exec WebSocket, logs. Knows nothing about pytest.
 
+(About 560 lines: the one client class users hold; the work behind each method lives in
+:mod:`.rest`, :mod:`.exec`, :mod:`.files`, :mod:`.logs` and :mod:`.forwarding`.)
+
 ::
 
     with NorthflankClient(token, base_url=url) as nf:

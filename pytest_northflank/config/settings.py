@@ -1,5 +1,8 @@
 """Settings: one validated model built from marker > command line > environment > ini > default.
 
+(About 550 lines: the models, their validators and the messages that name a bad value's
+source belong together; the option table itself lives in :mod:`.options`.)
+
 Every bad value is reported with where it came from (option ``--nf-plan``, ini key ``nf_plan``,
 an environment variable, or ``@pytest.mark.nf_sandbox(plan=...)`` on a test), because "invalid
 plan" alone sends people hunting through four places.

@@ -1,6 +1,9 @@
 """The exec WebSocket (contract sections 3 and 8): run a command in a service's container or a
 running job's.
 
+(About 520 lines: the frame protocol, its error cases and the two kinds of target, services and
+job runs, read best together.)
+
 One connection runs one command. The client's first frame is ``init`` (token and context);
 the answer is an ``init`` ack, then ``stdOut``/``stdErr`` frames while ``payload``,
 ``stdInEnd`` and ``resize`` frames from the client are applied strictly in order; the last

@@ -1,3 +1,7 @@
+"""One running sandbox of the emulator: its main process, exec'd commands, logs, limits and
+network, and their teardown. (About 590 lines: every path that starts or stops a process in the
+sandbox shares this object's lock and state.)"""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,3 +1,7 @@
+"""The emulator's container runtime: starts and stops sandboxes (namespace or directory isolation),
+with their images, limits and network. (About 530 lines: the start-up order of those parts is
+the point of this module, and reads best in one place.)"""
+
 from __future__ import annotations
 
 import atexit

@@ -1,5 +1,8 @@
 """Launch or enter a sandbox; run as ``python -I -S in_sandbox.py SPEC_FD REPORT_FD PARENT_PID``.
 
+(About 530 lines: it runs alone inside the sandbox with ``-I -S``, so it cannot import helpers
+from the package; everything it needs is here.)
+
 This is the launcher: the only code that runs inside a sandbox (``start_in_sandbox`` is its
 parent side in the emulator, ``spawn_thread`` the thread that forks it).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -34,14 +35,16 @@ def status_after(client: NorthflankClient, service_id: str, seconds: float) -> s
 
 
 def test_the_readiness_probe_holds_completed_until_it_passes(client: NorthflankClient) -> None:
+    # A name of its own: directory isolation shares the host's /tmp.
+    marker = f"/tmp/nf-ready-{uuid.uuid4().hex}"
     spec = DeploymentServiceSpec(
         name="probed",
         command="sleep infinity",
-        health_checks=[readiness(protocol="CMD", cmd="test -e /tmp/ready")],
+        health_checks=[readiness(protocol="CMD", cmd=f"test -e {marker}")],
     )
     service = client.create_deployment_service(PROJECT, spec)
     assert status_after(client, service.id, 1.0) == "IN_PROGRESS"
-    client.run(PROJECT, service.id, ["touch", "/tmp/ready"])
+    client.run(PROJECT, service.id, ["touch", marker])
     client.wait_for_service_ready(PROJECT, service.id, timeout=30, poll_interval=0.05)
     assert client.get_service(PROJECT, service.id).deployment_status == "COMPLETED"
 

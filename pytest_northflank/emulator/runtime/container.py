@@ -48,6 +48,7 @@ from pytest_northflank.emulator.runtime.validate import (
     check_env,
     check_window,
     map_paths_inside,
+    mapped_top_directories,
 )
 from pytest_northflank.errors import EmulatorError
 
@@ -166,8 +167,10 @@ class Container:
         """Directory isolation: where absolute paths outside the sandbox's directory land
         (``/etc/x`` is ``<root>/etc/x``); made on first use, removed with the sandbox."""
         root = self.directory / "root"
-        if self.directory.is_dir():  # a stopped sandbox's is gone: exec then says so
-            root.mkdir(exist_ok=True)
+        if self.directory.is_dir() and not root.is_dir():  # a stopped sandbox's is gone
+            root.mkdir()
+            for name in mapped_top_directories():
+                (root / name).mkdir(mode=0o755)
         return root
 
     async def exec(

@@ -50,6 +50,18 @@ def map_paths_inside(argv: Sequence[str], directory: str, root: str) -> list[str
     return mapped
 
 
+def mapped_top_directories() -> list[str]:
+    """The host's top-level directories whose paths :func:`map_paths_inside` maps (``etc``,
+    ``srv``, ...): the private root has each of them, empty, so ``test -d /etc`` holds inside
+    as on any Linux."""
+    kept = {prefix.split("/")[1] for prefix in HOST_PATHS_KEPT}
+    return sorted(
+        name
+        for name in os.listdir("/")
+        if name not in kept and os.path.isdir("/" + name) and not os.path.islink("/" + name)
+    )
+
+
 def check_argv(argv: Any, what: str) -> list[str]:
     if isinstance(argv, (str, bytes)) or not isinstance(argv, (list, tuple)) or not argv:
         raise EmulatorError(f"{what} must be a non-empty list of strings, got {argv!r}")

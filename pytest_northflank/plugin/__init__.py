@@ -1,14 +1,14 @@
 """The pytest plugin (entry point ``northflank``): hooks, fixtures, xdist glue, reporting.
 
-pytest loads this package as the plugin, so it re-exports the hooks and fixtures of
-:mod:`.hooks`. Loading it costs next to nothing: settings (pydantic), the API client (httpx,
-websockets) and the emulator are imported when a session starts or a test first asks for a
-sandbox.
+pytest loads this package as the plugin, so it re-exports the hooks of :mod:`.hooks` and the
+fixtures of :mod:`.fixtures`. Loading it costs next to nothing: settings (pydantic), the API
+client (httpx, websockets) and the emulator are imported when a session starts or a test first
+asks for a sandbox.
 """
 
 from __future__ import annotations
 
-from pytest_northflank.plugin.hooks import (
+from pytest_northflank.plugin.fixtures import (
     nf_client,
     nf_provisioner,
     nf_sandbox,
@@ -16,6 +16,8 @@ from pytest_northflank.plugin.hooks import (
     nf_sandbox_session,
     nf_sandbox_shared,
     nf_settings,
+)
+from pytest_northflank.plugin.hooks import (
     pytest_addoption,
     pytest_collection_finish,
     pytest_collection_modifyitems,

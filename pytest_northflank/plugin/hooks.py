@@ -21,31 +21,11 @@ from pytest_northflank.config.options import (
 )
 from pytest_northflank.errors import ConfigError
 from pytest_northflank.plugin import xdist
-from pytest_northflank.plugin.fixtures import (
-    nf_client,
-    nf_provisioner,
-    nf_sandbox,
-    nf_sandbox_factory,
-    nf_sandbox_session,
-    nf_sandbox_shared,
-    nf_settings,
-    sandbox_markers,
-)
+from pytest_northflank.plugin.fixtures import sandbox_markers
 from pytest_northflank.plugin.state import STATE_KEY, FixtureContext, PluginState, get_state
 
 if TYPE_CHECKING:
     from pytest_northflank.provisioning.warm_ahead import Demand
-
-__all__ = [
-    "nf_client",
-    "nf_provisioner",
-    "nf_sandbox",
-    "nf_sandbox_factory",
-    "nf_sandbox_session",
-    "nf_sandbox_shared",
-    "nf_settings",
-]
-
 
 # --------------------------------------------------------------------------------------------
 # Options and settings

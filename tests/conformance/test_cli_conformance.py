@@ -199,7 +199,8 @@ def test_exec_into_a_running_job_and_abort_it(cli: Cli, http: httpx.Client) -> N
         while [c["status"] for c in http.get(containers).json()["data"]["containers"]] != [
             "TASK_RUNNING"
         ]:
-            assert time.monotonic() < deadline
+            if time.monotonic() > deadline:  # a bound on the wait, not a speed check
+                pytest.fail("the job run's container never reached TASK_RUNNING")
             time.sleep(0.05)
         done = cli.run("exec", "job", *J, "--cmd", "echo inside-the-job")
         assert "inside-the-job" in done.stdout

@@ -37,23 +37,6 @@ TAIL_POLL_SECONDS = 0.1
 TAIL_BATCH_LINES = 200
 
 
-def _matches(query: LogQuery, container: str, record: LogRecord) -> bool:
-    if not query.runtime or query.container_name not in ("all", container):
-        return False
-    if query.since is not None and record.ts < query.since:
-        return False
-    if query.until is not None and record.ts > query.until:
-        return False
-    text = record.text
-    if query.includes is not None and query.includes not in text:
-        return False
-    if query.not_includes is not None and query.not_includes in text:
-        return False
-    if query.regex is not None and not query.regex.search(text):
-        return False
-    return not (query.not_regex is not None and query.not_regex.search(text))
-
-
 def job_log_lines(
     jobs: JobRuns, job: JobRecord, run: RunRecord | None
 ) -> list[tuple[str, LogRecord]]:
@@ -84,7 +67,7 @@ async def fetch_job_logs(request: Request) -> Response:
     lines = [
         (name, record)
         for name, record in job_log_lines(ctx.jobs, job, _run(ctx.jobs, job, request.query_params))
-        if _matches(query, name, record)
+        if query.matches(name, record)
     ]
     if query.direction == "backward":
         chosen = list(reversed(lines[-query.line_limit :]))
@@ -118,7 +101,7 @@ async def _stream(
         fresh = [
             (name, record)
             for name, record in job_log_lines(jobs, job, run)
-            if (name, record.index) not in seen and _matches(query, name, record)
+            if (name, record.index) not in seen and query.matches(name, record)
         ]
         seen.update((name, record.index) for name, record in fresh)
         if first:

@@ -57,8 +57,10 @@ class LogQuery:
     regex: re.Pattern[str] | None
     not_regex: re.Pattern[str] | None
 
-    def matches(self, service: ServiceRecord, record: LogRecord) -> bool:
-        if not self.runtime or self.container_name not in ("all", service.id):
+    def matches(self, container: str, record: LogRecord) -> bool:
+        """Whether ``record`` of ``container`` (a service's id, a job run's container name)
+        passes the filters."""
+        if not self.runtime or self.container_name not in ("all", container):
             return False
         if self.since is not None and record.ts < self.since:
             return False
@@ -158,7 +160,7 @@ async def fetch_logs(request: Request) -> Response:
         raise _bad("queryType", "must be range over HTTP (tail needs a WebSocket upgrade)")
     query = parse_log_query(request.query_params)
     service = state.service(request.path_params["projectId"], request.path_params["serviceId"])
-    lines = [(name, r) for name, r in service_logs(service) if query.matches(service, r)]
+    lines = [(name, r) for name, r in service_logs(service) if query.matches(service.id, r)]
     if query.direction == "backward":
         chosen = list(reversed(lines[-query.line_limit :]))  # newest first
     else:
@@ -256,7 +258,7 @@ async def _stream(
     listener: asyncio.Task[None],
 ) -> None:
     follower = _Follower(service)
-    backlog = [(n, r) for n, r in service_logs(service) if query.matches(service, r)]
+    backlog = [(n, r) for n, r in service_logs(service) if query.matches(service.id, r)]
     pending = backlog[-query.line_limit :]
     while True:
         for start in range(0, len(pending), TAIL_BATCH_LINES):
@@ -271,7 +273,7 @@ async def _stream(
             return  # the client left
         except asyncio.TimeoutError:
             pass
-        pending = [(n, r) for n, r in follower.new_lines() if query.matches(service, r)]
+        pending = [(n, r) for n, r in follower.new_lines() if query.matches(service.id, r)]
 
 
 LOG_PATH = f"{SERVICE}/logs"
